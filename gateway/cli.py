@@ -1,0 +1,214 @@
+"""The ``edgetwin`` command line.
+
+Each subcommand imports what it needs when it runs, so ``edgetwin check-config`` on a Pi
+does not pay for loading numba or llama.cpp. Exit codes: 0 success, 2 the input was refused
+(bad config, broken audit chain), 1 anything else that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.errors import ConfigError, GatewayError
+
+DEFAULT_CONFIG = "config/skid.toml"
+EXIT_REFUSED = 2
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.config.summary import summarize
+
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.file}: {len(err.problems)} problem(s); nothing was loaded", file=sys.stderr)
+        return EXIT_REFUSED
+    print(summarize(cfg, args.file))
+    return 0
+
+
+def _load_or_exit(path: str) -> object:
+    from gateway.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from err
+
+
+def _cmd_plant(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.logs import configure_logging
+    from gateway.plantsim.runner import run_plant_forever
+
+    configure_logging(level=args.log_level)
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    faults = dict(_parse_fault(text) for text in args.fault)
+    _run_until_interrupted(
+        lambda: run_plant_forever(
+            cfg,
+            host=args.host,
+            opcua_port=args.opcua_port,
+            modbus_port=args.modbus_port,
+            write_log=Path(args.write_log) if args.write_log else None,
+            speed=args.speed,
+            seed=args.seed,
+            watchdog_s=args.watchdog_s,
+            faults=faults,
+        )
+    )
+    return 0
+
+
+def _parse_fault(text: str) -> tuple[str, float]:
+    name, _, severity = text.partition("=")
+    try:
+        return name, float(severity) if severity else 1.0
+    except ValueError:
+        raise SystemExit(f"--fault {text!r}: expected NAME or NAME=SEVERITY (0..1)") from None
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return str(args.endpoint)
+    from gateway.config import GatewayConfig
+    from gateway.config.schema import OpcUaSource
+
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    for source in cfg.source.values():
+        if isinstance(source, OpcUaSource):
+            return source.endpoint
+    raise SystemExit(f"{args.config}: no OPC UA source; pass --endpoint")
+
+
+def _cmd_inject_fault(args: argparse.Namespace) -> int:
+    from gateway.plantsim.control import inject_fault
+
+    asyncio.run(inject_fault(_endpoint(args), args.name, args.severity))
+    print(f"injected {args.name} at severity {args.severity:g}")
+    return 0
+
+
+def _cmd_clear_faults(args: argparse.Namespace) -> int:
+    from gateway.plantsim.control import clear_faults
+
+    asyncio.run(clear_faults(_endpoint(args)))
+    print("faults cleared")
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.store.audit import verify_audit_file
+
+    report = verify_audit_file(args.file)
+    if report.ok:
+        print(f"{args.file}: {report.records} records, chain intact")
+        return 0
+    print(f"{args.file}: BROKEN at record {report.first_bad_seq}: {report.reason}")
+    return EXIT_REFUSED
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.demo import run_demo
+    from gateway.logs import configure_logging
+
+    configure_logging(level=args.log_level)
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    _run_until_interrupted(lambda: run_demo(cfg, speed=args.speed, duration_s=args.duration))
+    return 0
+
+
+def _run_until_interrupted(main: Callable[[], object]) -> None:
+    """Run a coroutine until it ends or Ctrl-C / SIGTERM; asyncio.run cancels it cleanly."""
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        asyncio.run(main())  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgetwin", description="An agentic digital twin for industrial edge boxes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate a config file and summarise it")
+    p.add_argument("file", help="TOML config file, e.g. config/skid.toml")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("plant", help="run the simulated pump-tank-heater skid (OPC UA + Modbus)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="address map (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    p.add_argument("--opcua-port", type=int, default=4840)
+    p.add_argument("--modbus-port", type=int, default=5020)
+    p.add_argument("--write-log", help="append every write received as JSON lines here")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--watchdog-s", type=float, default=10.0, help="PLC heartbeat watchdog")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[=SEVERITY]",
+        help="inject a fault at start (repeatable)",
+    )
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_cmd_plant)
+
+    for name, func, text in (
+        ("inject-fault", _cmd_inject_fault, "inject a fault into a running simulated plant"),
+        ("clear-faults", _cmd_clear_faults, "clear all faults of a running simulated plant"),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name == "inject-fault":
+            p.add_argument("name", help="fault name, e.g. bearing_degradation")
+            p.add_argument("--severity", type=float, default=1.0, help="0..1")
+        p.add_argument("--endpoint", help="plant OPC UA endpoint (default: from --config)")
+        p.add_argument("--config", default=DEFAULT_CONFIG)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("audit", help="query or verify the audit trail")
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    v = audit.add_parser("verify", help="recompute the hash chain; exit 2 at the first break")
+    v.add_argument("file", nargs="?", default="state/audit.db")
+    v.set_defaults(func=_cmd_audit_verify)
+
+    p = sub.add_parser("demo", help="run the simulated plant with a scripted fault scenario")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--speed", type=float, default=4.0, help="simulated seconds per wall second")
+    p.add_argument("--duration", type=float, default=None, help="stop after N wall seconds")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GatewayError as err:
+        print(f"edgetwin {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The configuration's shape: frozen, validated objects with no unknown keys.
+
+Every table of the TOML file has one model here. Models check what can be checked on one
+table alone (a range's bounds, a rate's sign); everything that relates two tables (a
+writable tag's limits against its signal's range, an interlock's signal) is checked in
+``gateway.config.crosscheck`` so that all such problems are reported together.
+
+Unknown keys are errors (``extra="forbid"``): a misspelt ``treshold`` in an interlock must
+not load as an interlock without a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.config.addresses import DataType
+
+AutonomyLevel = Literal["L0", "L1", "L2", "L3", "L4"]
+RiskClass = Literal["low", "medium", "high"]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+#: Autonomy levels in increasing order; comparisons use the index.
+AUTONOMY_ORDER: tuple[AutonomyLevel, ...] = ("L0", "L1", "L2", "L3", "L4")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_bounds(value: tuple[float, float], what: str) -> tuple[float, float]:
+    low, high = value
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{what} bounds must be finite numbers, got [{low}, {high}]")
+    if low >= high:
+        raise ValueError(f"lower bound {low} is not below upper bound {high}")
+    return value
+
+
+class GatewaySection(Strict):
+    """Who this gateway is and how much it may do on its own."""
+
+    name: Name = "edgetwin"
+    autonomy: AutonomyLevel = "L0"
+    state_dir: str = "state"
+
+
+class OpcUaSecurity(Strict):
+    """OPC UA channel security. ``None`` is allowed but must be written explicitly."""
+
+    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: str | None = None
+    private_key: str | None = None
+    server_certificate: str | None = None
+    trust_on_first_use: bool = False
+    username: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError(
+                f"policy {self.policy!r} with mode {self.mode!r}: use policy 'None' with mode "
+                "'None', or a secure policy with mode 'Sign' or 'SignAndEncrypt'"
+            )
+        if self.policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(
+                f"policy {self.policy!r} needs 'certificate' and 'private_key' (client cert/key)"
+            )
+        if (
+            self.policy != "None"
+            and self.server_certificate is None
+            and not (self.trust_on_first_use)
+        ):
+            raise ValueError(
+                "a secured channel needs 'server_certificate' (pinned) or, explicitly, "
+                "trust_on_first_use = true"
+            )
+        if self.username is not None and self.mode != "SignAndEncrypt":
+            raise ValueError(
+                "a username/password is only sent on a 'SignAndEncrypt' channel; "
+                f"mode is {self.mode!r}"
+            )
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("'username' and 'password_file' go together")
+        return self
+
+
+class OpcUaSource(Strict):
+    """A PLC reached over OPC UA (the gateway is the client)."""
+
+    protocol: Literal["opcua"]
+    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://[^\s]+$")]
+    namespace_uri: str
+    mode: Literal["subscription", "polling"] = "subscription"
+    poll_interval_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 4.0
+    reconnect_max_s: PositiveSeconds = 5.0
+    security: OpcUaSecurity = OpcUaSecurity()
+
+
+class SerialSettings(Strict):
+    device: str
+    baudrate: Annotated[int, Field(gt=0)] = 19200
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class ModbusSource(Strict):
+    """A PLC or device reached over Modbus TCP or RTU (the gateway is the client)."""
+
+    protocol: Literal["modbus"]
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    serial: SerialSettings | None = None
+    unit: Annotated[int, Field(ge=0, le=247)] = 1
+    poll_interval_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 1.0
+    reconnect_max_s: PositiveSeconds = 5.0
+
+    @model_validator(mode="after")
+    def _transport_settings(self) -> ModbusSource:
+        if self.transport == "tcp" and (self.host is None or self.serial is not None):
+            raise ValueError("transport 'tcp' needs 'host' (and 'port'), and no 'serial' table")
+        if self.transport == "rtu" and (self.serial is None or self.host is not None):
+            raise ValueError("transport 'rtu' needs a 'serial' table (device, baudrate, ...)")
+        return self
+
+
+Source = Annotated[OpcUaSource | ModbusSource, Field(discriminator="protocol")]
+
+
+class Signal(Strict):
+    """A named, unit-carrying value read from one address of one source."""
+
+    source: Name
+    address: str
+    type: DataType = "float32"
+    unit: str
+    range: tuple[Finite, Finite]
+    max_age_s: PositiveSeconds
+    scale: Finite = 1.0
+    offset: Finite = 0.0
+    word_order: Literal["big", "little"] = "big"
+    byte_order: Literal["big", "little"] = "big"
+    bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    unit_id: Annotated[int, Field(ge=0, le=247)] | None = None
+    deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    history_interval_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    point: Name | None = None
+    description: str = ""
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_bounds(value, "range")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("scale 0 would turn every reading into the offset; use 1.0")
+        return value
+
+
+class Writable(Strict):
+    """A setpoint the gateway may write, and the bounds it may write it within."""
+
+    signal: Name
+    limits: tuple[Finite, Finite]
+    max_step: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    max_rate_up: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    max_rate_down: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    risk: RiskClass
+    autonomy: AutonomyLevel | None = None
+    description: str = ""
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_bounds(value, "limits")
+
+
+class Forbid(Strict):
+    tag: Name
+    direction: Literal["up", "down", "any"]
+
+
+class Interlock(Strict):
+    """A hard rule on a live value that forbids moving some tags some way while it holds."""
+
+    name: Name
+    signal: Name
+    when: Literal["below", "above"]
+    threshold: Finite
+    forbid: Annotated[list[Forbid], Field(min_length=1)]
+    bypass: Name | None = None
+    description: str = ""
+
+
+class EnvelopeBound(Strict):
+    """Where a signal must stay over the whole simulated horizon for a proposal to pass."""
+
+    low: Finite
+    high: Finite
+    margin: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> EnvelopeBound:
+        if self.low + self.margin >= self.high - self.margin:
+            raise ValueError(
+                f"low {self.low} + margin {self.margin} is not below high {self.high} - margin "
+                f"{self.margin}: nothing could pass"
+            )
+        return self
+
+
+class RiskPolicy(Strict):
+    """Which changes auto-execute and which need people; written down, never inferred."""
+
+    auto_execute: list[RiskClass] = ["low"]
+    two_approvers: list[RiskClass] = ["high"]
+    approval_timeout_s: PositiveSeconds = 900.0
+    low_fidelity: Literal["escalate", "reject"] = "escalate"
+
+
+class Heartbeat(Strict):
+    """The counter the gateway writes so the PLC can shed to local control if it dies."""
+
+    signal: Name
+    interval_s: PositiveSeconds = 2.0
+
+
+class HistorianSection(Strict):
+    retention_days: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 7.0
+    max_mb: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 512.0
+    flush_interval_s: PositiveSeconds = 2.0
+
+
+class GatewayConfig(Strict):
+    """The whole configuration file."""
+
+    gateway: GatewaySection = GatewaySection()
+    source: Annotated[dict[Name, Source], Field(min_length=1)]
+    signal: Annotated[dict[Name, Signal], Field(min_length=1)]
+    writable: dict[Name, Writable] = {}
+    interlock: list[Interlock] = []
+    envelope: dict[Name, EnvelopeBound] = {}
+    risk: RiskPolicy = RiskPolicy()
+    heartbeat: Heartbeat | None = None
+    historian: HistorianSection = HistorianSection()
