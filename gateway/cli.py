@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import ConfigError, GatewayError
 
@@ -119,6 +121,29 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.daemon import Daemon
+    from gateway.logs import configure_logging
+
+    configure_logging(level=args.log_level)
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    state_dir = Path(args.state_dir or cfg.gateway.state_dir)
+    _run_until_interrupted(lambda: Daemon(cfg, state_dir).run())
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.status import render_status
+
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    print(render_status(cfg, Path(args.state_dir or cfg.gateway.state_dir)))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig
     from gateway.demo import run_demo
@@ -131,18 +156,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_until_interrupted(main: Callable[[], object]) -> None:
-    """Run a coroutine until it ends or Ctrl-C / SIGTERM; asyncio.run cancels it cleanly."""
-    import signal
+def _run_until_interrupted(main: Callable[[], Coroutine[Any, Any, object]]) -> None:
+    """Run a coroutine until it ends or SIGINT / SIGTERM cancels it.
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    The signal cancels the main task, so every task's ``finally`` (store flush, server
+    shutdown) runs before the process exits; this is the process boundary, the one place
+    where a cancellation is turned into a normal exit.
+    """
 
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        asyncio.run(main())  # type: ignore[arg-type]
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
+    async def _guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if task.cancelling() == 0:
+                raise
+            task.uncancel()
+            print("\nstopped", file=sys.stderr)
+
+    asyncio.run(_guarded())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit.add_parser("verify", help="recompute the hash chain; exit 2 at the first break")
     v.add_argument("file", nargs="?", default="state/audit.db")
     v.set_defaults(func=_cmd_audit_verify)
+
+    p = sub.add_parser("run", help="run the gateway daemon")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--state-dir", help="where the databases live (default: gateway.state_dir)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="signals, ages, qualities and source connection states")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--state-dir", help="the daemon's state directory (default: from config)")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("demo", help="run the simulated plant with a scripted fault scenario")
     p.add_argument("--config", default=DEFAULT_CONFIG)

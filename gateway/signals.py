@@ -129,6 +129,13 @@ class LiveTable:
             if old is not None and when > old.confirmed_ts:
                 self._values[name] = replace(old, confirmed_ts=when)
 
+    def invalidate(self, names: list[str] | tuple[str, ...], reason: str) -> None:
+        """Mark values stale at once (their source is known to be down), keeping the value."""
+        for name in names:
+            old = self._values.get(name)
+            if old is not None and old.quality is not Quality.BAD:
+                self._values[name] = replace(old, quality=Quality.STALE, reason=reason)
+
     def get(self, name: str, now: float) -> SignalValue | None:
         value = self._values.get(name)
         if value is None:

@@ -1,0 +1,224 @@
+"""The gateway daemon: one asyncio process, one TaskGroup of named, long-lived tasks.
+
+Today's cycle is the L0 passive twin: read every source, judge signals into the live table,
+record them, write the heartbeat, tell systemd how we are. Each later stage (twin, detect,
+agent, govern, act) joins as a task of its own that reads the live table.
+
+Failure containment: each reader catches its own connection failures and reconnects, the
+historian task survives store failures (samples wait in a bounded buffer), the heartbeat
+task survives write failures. Only a bug escapes a task, and then the TaskGroup stops the
+whole process so that systemd restarts it and the PLC's watchdog sheds to local control
+meanwhile: a half-alive gateway is worse than a dead one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway import __version__
+from gateway.acquire import Acquisition
+from gateway.act.actuator import Actuator
+from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
+from gateway.errors import StoreError, WriteError
+from gateway.io.modbus_reader import ModbusReader
+from gateway.io.opcua_reader import OpcUaReader
+from gateway.io.ports import LinkState, SampleSink
+from gateway.sdnotify import Notifier
+from gateway.status import STATUS_FILE, status_document, write_status
+from gateway.store.audit import SqliteAuditTrail
+from gateway.store.historian import SqliteHistorian
+
+log = structlog.get_logger("gateway.daemon")
+
+#: Send READY=1 after this long even if a source is still down: a PLC that is offline at
+#: boot must not keep the gateway from starting (it reports the source as down instead).
+READY_GRACE_S = 20.0
+RETENTION_EVERY_S = 3600.0
+
+Reader = OpcUaReader | ModbusReader
+
+
+def build_readers(cfg: GatewayConfig, sink: SampleSink) -> dict[str, Reader]:
+    readers: dict[str, Reader] = {}
+    for name, source in cfg.source.items():
+        signals = {n: s for n, s in cfg.signal.items() if s.source == name}
+        if isinstance(source, OpcUaSource):
+            readers[name] = OpcUaReader(name, source, signals, sink)
+        else:
+            assert isinstance(source, ModbusSource)
+            readers[name] = ModbusReader(name, source, signals, sink)
+    return readers
+
+
+class Daemon:
+    """Owns the stores, the readers and the tasks; ``run`` returns only when cancelled."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        state_dir: Path,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.acquisition = Acquisition(cfg, clock=clock)
+        self.readers = build_readers(cfg, self.acquisition)
+        self.actuator = Actuator(cfg, self.readers)
+        self.ready = asyncio.Event()
+        self.historian_failing = False
+
+    def progress(self) -> int:
+        """Grows while acquisition is alive: samples in, connect attempts, polls, probes."""
+        return self.acquisition.samples_received + sum(r.cycles for r in self.readers.values())
+
+    async def run(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        h = self.cfg.historian
+        historian = SqliteHistorian(
+            self.state_dir / "history.db",
+            retention_s=h.retention_days * 86400,
+            max_bytes=int(h.max_mb * 2**20),
+        )
+        audit = SqliteAuditTrail(self.state_dir / "audit.db")
+        config_hash = hashlib.sha256(self.cfg.model_dump_json().encode()).hexdigest()
+        audit.append(
+            "startup",
+            {
+                "gateway": self.cfg.gateway.name,
+                "autonomy": self.cfg.gateway.autonomy,
+                "config_sha256": config_hash,
+                "version": __version__,
+            },
+        )
+        log.info("daemon_started", gateway=self.cfg.gateway.name, state_dir=str(self.state_dir))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for reader in self.readers.values():
+                    tg.create_task(reader.run(), name=f"source:{reader.name}")
+                tg.create_task(self._historian_loop(historian), name="historian")
+                if self.cfg.heartbeat is not None:
+                    tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                tg.create_task(self._systemd_loop(), name="systemd")
+                tg.create_task(self._status_loop(), name="status")
+        finally:
+            self.notifier.send("STOPPING=1")
+            # A stopped daemon must not look running to `edgetwin status`.
+            (self.state_dir / STATUS_FILE).unlink(missing_ok=True)
+            self._final_flush(historian)
+            audit.append("shutdown", {"gateway": self.cfg.gateway.name})
+            historian.close()
+            audit.close()
+            log.info("daemon_stopped")
+
+    # -- tasks ---------------------------------------------------------------------------
+    async def _historian_loop(self, historian: SqliteHistorian) -> None:
+        next_retention = time.monotonic() + RETENTION_EVERY_S
+        while True:
+            await asyncio.sleep(self.cfg.historian.flush_interval_s)
+            await self._flush_once(historian)
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + RETENTION_EVERY_S
+                try:
+                    await asyncio.to_thread(historian.enforce_retention, self.clock())
+                except StoreError as err:
+                    log.error("historian_retention_failed", error=str(err))
+
+    async def _flush_once(self, historian: SqliteHistorian) -> None:
+        batch = self.acquisition.take_history()
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(historian.append, batch)
+        except StoreError as err:
+            self.acquisition.give_back(batch)
+            if not self.historian_failing:
+                log.error("historian_write_failed", error=str(err), pending=len(batch))
+            self.historian_failing = True
+            return
+        if self.historian_failing:
+            log.info("historian_recovered", pending=self.acquisition.pending)
+        self.historian_failing = False
+
+    def _final_flush(self, historian: SqliteHistorian) -> None:
+        while self.acquisition.pending:
+            batch = self.acquisition.take_history()
+            try:
+                historian.append(batch)
+            except StoreError as err:
+                log.error("historian_final_flush_failed", error=str(err), lost=len(batch))
+                return
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.cfg.heartbeat is not None
+        last_progress = self.acquisition.samples_received
+        failing: str | None = None
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat.interval_s)
+            progress = self.acquisition.samples_received
+            if progress == last_progress:
+                reason = "acquisition made no progress"
+            else:
+                try:
+                    await self.actuator.beat()
+                    reason = None
+                except WriteError as err:
+                    reason = str(err)
+            last_progress = progress
+            if reason is not None and failing is None:
+                log.warning("heartbeat_paused", reason=reason)
+            elif reason is None and failing is not None:
+                log.info("heartbeat_resumed")
+            failing = reason
+
+    async def _systemd_loop(self) -> None:
+        started = time.monotonic()
+        last = -1
+        while True:
+            if not self.ready.is_set():
+                down = [
+                    n
+                    for n, s in self.acquisition.links.items()
+                    if s.state is not LinkState.CONNECTED
+                ]
+                if not down or time.monotonic() - started > READY_GRACE_S:
+                    status = "all sources connected" if not down else f"down: {', '.join(down)}"
+                    self.notifier.send("READY=1", f"STATUS={status}")
+                    self.ready.set()
+                    log.info("daemon_ready", sources_down=down)
+            if self.notifier.watchdog_s is not None:
+                progress = self.progress()
+                if progress != last:
+                    self.notifier.send("WATCHDOG=1")
+                last = progress
+            await asyncio.sleep(min(1.0, (self.notifier.watchdog_s or 3.0) / 3))
+
+    async def _status_loop(self) -> None:
+        path = self.state_dir / STATUS_FILE
+        while True:
+            now = self.clock()
+            links: dict[str, Mapping[str, Any]] = {
+                name: {"state": str(s.state), "detail": s.detail, "since": s.since}
+                for name, s in self.acquisition.links.items()
+            }
+            extra = {
+                "history_pending": self.acquisition.pending,
+                "history_dropped": self.acquisition.samples_dropped,
+                "heartbeats_written": self.actuator.heartbeats_written,
+            }
+            doc = status_document(self.cfg, self.acquisition.snapshot(), links, extra, now)
+            try:
+                await asyncio.to_thread(write_status, path, doc)
+            except OSError as err:
+                log.error("status_write_failed", error=str(err))
+            await asyncio.sleep(1.0)
