@@ -1,0 +1,104 @@
+"""The acquisition coordinator: what reaches the historian, and what a known outage does."""
+
+from __future__ import annotations
+
+from gateway.acquire import MAX_SILENCE_S, Acquisition
+from gateway.config import GatewayConfig
+from gateway.io.ports import LinkState
+from gateway.signals import Quality, RawSample
+from tests.support import skid_config
+
+EDITS = (
+    (
+        'range = [0.0, 3.0]\nmax_age_s = 5.0\ndescription = "Tank level above',
+        "range = [0.0, 3.0]\nmax_age_s = 5.0\ndeadband = 0.01\nhistory_interval_s = 1.0\n"
+        'description = "Tank level above',
+    ),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cfg() -> GatewayConfig:
+    return skid_config(4840, 5020, edits=EDITS)
+
+
+def feed(acq: Acquisition, clock: Clock, value: float, *, quality: Quality = Quality.GOOD) -> None:
+    acq.samples("plc", [("tank_level", RawSample(value, clock.now, clock.now, quality))])
+
+
+def test_deadband_and_history_rate_limit_what_is_recorded() -> None:
+    """A sample is recorded only if the history interval passed and it moved beyond the
+    deadband, or its quality changed, or it was silent for MAX_SILENCE_S."""
+    clock = Clock()
+    acq = Acquisition(cfg(), clock=clock)
+    feed(acq, clock, 1.500)  # first: recorded
+    clock.now += 0.5
+    feed(acq, clock, 1.600)  # inside the history interval: not recorded
+    clock.now += 1.0
+    feed(acq, clock, 1.505)  # interval passed, inside deadband of 1.500: not recorded
+    clock.now += 1.0
+    feed(acq, clock, 1.530)  # beyond deadband: recorded
+    clock.now += 0.1
+    feed(acq, clock, 1.530, quality=Quality.UNCERTAIN)  # quality change: recorded at once
+    clock.now += 0.1
+    feed(acq, clock, 1.530, quality=Quality.UNCERTAIN)  # same quality, inside interval
+    clock.now += MAX_SILENCE_S
+    feed(acq, clock, 1.530, quality=Quality.UNCERTAIN)  # silent for long: recorded
+    recorded = [(s.value, s.quality) for s in acq.take_history()]
+    assert recorded == [
+        (1.500, "good"),
+        (1.530, "good"),
+        (1.530, "uncertain"),
+        (1.530, "uncertain"),
+    ]
+    assert acq.samples_received == 7
+
+
+def test_history_buffer_is_bounded_and_counts_drops() -> None:
+    """When the store cannot keep up, the buffer keeps the newest samples and counts drops."""
+    clock = Clock()
+    acq = Acquisition(cfg(), clock=clock, history_capacity=3)
+    for i in range(5):
+        clock.now += 2.0
+        feed(acq, clock, 1.0 + i / 10)
+    assert acq.samples_dropped == 2
+    assert [round(s.value, 1) for s in acq.take_history()] == [1.2, 1.3, 1.4]
+
+
+def test_give_back_puts_unwritten_samples_first() -> None:
+    """Samples the store refused go back ahead of newer ones, so order is kept."""
+    clock = Clock()
+    acq = Acquisition(cfg(), clock=clock)
+    for i in range(3):
+        clock.now += 2.0
+        feed(acq, clock, 1.0 + i / 10)
+    batch = acq.take_history(2)
+    clock.now += 2.0
+    feed(acq, clock, 2.0)
+    acq.give_back(batch)
+    assert [round(s.value, 1) for s in acq.take_history()] == [1.0, 1.1, 1.2, 2.0]
+
+
+def test_a_source_known_down_has_no_good_signal() -> None:
+    """The moment a source is reported down, its signals are stale (others untouched);
+    a new sample after reconnection is good again."""
+    clock = Clock()
+    acq = Acquisition(cfg(), clock=clock)
+    feed(acq, clock, 1.5)
+    acq.samples("plc_modbus", [("mb_tank_level", RawSample(1.5, clock.now, clock.now))])
+    acq.link("plc", LinkState.DISCONNECTED, "TimeoutError")
+    snap = acq.snapshot()
+    assert snap["tank_level"].quality is Quality.STALE
+    assert snap["tank_level"].reason == "source plc disconnected"
+    assert snap["tank_level"].value == 1.5
+    assert snap["mb_tank_level"].quality is Quality.GOOD
+    acq.link("plc", LinkState.CONNECTED, None)
+    feed(acq, clock, 1.6)
+    assert acq.snapshot()["tank_level"].quality is Quality.GOOD
