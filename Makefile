@@ -41,7 +41,7 @@ plant: install
 	$(BIN)/edgetwin plant --config config/skid.toml --opcua-port 4840 --modbus-port 5020 --write-log plant-writes.jsonl
 
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
