@@ -30,6 +30,7 @@ def crosscheck(cfg: GatewayConfig) -> list[Problem]:
         *_check_envelope(cfg),
         *_check_heartbeat(cfg),
         *_check_risk(cfg),
+        *_check_twin(cfg),
     ]
 
 
@@ -231,3 +232,18 @@ def _check_risk(cfg: GatewayConfig) -> Iterator[Problem]:
             "risk.auto_execute",
             f"risk class(es) {', '.join(both)} cannot both auto-execute and need two approvers",
         )
+
+
+def _check_twin(cfg: GatewayConfig) -> Iterator[Problem]:
+    """Wiring only; whether the model declares these names is checked when it is built."""
+    if cfg.twin is None:
+        return
+    for table in ("inputs", "outputs"):
+        for name, signal in getattr(cfg.twin, table).items():
+            if signal not in cfg.signal:
+                yield (
+                    f"twin.{table}.{name}",
+                    f"unknown signal {signal!r}; declared: {_names(cfg.signal)}",
+                )
+    if cfg.twin.horizon_s < cfg.twin.dt_s:
+        yield "twin.horizon_s", f"horizon {cfg.twin.horizon_s:g} s is shorter than dt_s"

@@ -244,6 +244,33 @@ class HistorianSection(Strict):
     flush_interval_s: PositiveSeconds = 2.0
 
 
+class TwinParameter(Strict):
+    """An uncertain model parameter: its nominal value and one standard deviation."""
+
+    nominal: Finite
+    std: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class TwinSection(Strict):
+    """The reduced-order twin: which model, how far and how finely it looks ahead.
+
+    ``inputs`` and ``outputs`` map the model's declared names to configured signals, so the
+    twin is wired to a plant here and nowhere in code.
+    """
+
+    model: Name = "skid"
+    dt_s: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = 0.5
+    horizon_s: PositiveSeconds = 600.0
+    ensemble: Annotated[int, Field(ge=1, le=4096)] = 32
+    parallel: bool = False
+    seed: int = 0
+    fidelity_threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8
+    lookahead_s: Annotated[list[PositiveSeconds], Field(min_length=1)] = [10.0, 60.0]
+    inputs: dict[Name, Name] = {}
+    outputs: dict[Name, Name] = {}
+    parameters: dict[Name, TwinParameter] = {}
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -256,3 +283,4 @@ class GatewayConfig(Strict):
     risk: RiskPolicy = RiskPolicy()
     heartbeat: Heartbeat | None = None
     historian: HistorianSection = HistorianSection()
+    twin: TwinSection | None = None
