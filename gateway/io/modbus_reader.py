@@ -5,7 +5,13 @@ does not answer costs every other unit on the link a timeout per request. To kee
 unit from stalling the others, a unit that times out is set aside with its own capped
 backoff and only probed again when that expires; its signals simply stop being refreshed
 and turn stale. After a timeout the client is rebuilt (a late answer could otherwise be
-matched to the next request), which on a healthy link costs a reconnect, not a stall.
+matched to the next request), which on a healthy link costs a reconnect, not a stall, and is
+not reported as a link transition (the other units' values stay as fresh as they are).
+
+When every unit of the link has stopped answering, the link is reported down ("no unit
+answers") and probed with the link's own capped backoff; it is reported up again only once
+a unit answers. On a serial line this is the only sign of a pulled cable or a dead bus: the
+port itself still opens, so "connected" there would say nothing.
 """
 
 from __future__ import annotations
@@ -106,6 +112,9 @@ class ModbusReader:
         self.state = LinkState.DISCONNECTED
         self.last_error: str | None = None
         self.connects = 0
+        #: Times the link was reported up (a unit answered, or the client connected while
+        #: some unit was still believed alive).
+        self._ups = 0
         self.requests = 0
         #: Loop iterations (connect attempts, poll cycles): proof of life for the watchdog.
         self.cycles = 0
@@ -122,20 +131,28 @@ class ModbusReader:
         delay = self._initial_backoff_s
         while True:
             self.cycles += 1
-            self._transition(LinkState.CONNECTING, None)
+            if self.state is not LinkState.CONNECTED:
+                # Not when rebuilding the client after one unit's timeout: announcing that
+                # would mark the units that do answer stale.
+                self._transition(LinkState.CONNECTING, None)
             client = make_client(self._cfg)
-            connects_before = self.connects
+            ups_before = self._ups
             try:
                 await self._session(client)
             except UnitTimeout:
-                delay = 0.0  # the link answered others recently: rebuild the client at once
+                if self._link_silent():
+                    self._transition(
+                        LinkState.DISCONNECTED, f"no unit answers on {self._describe()}"
+                    )
+                else:
+                    delay = 0.0  # the link answered others recently: rebuild the client at once
             except LINK_FAILURES as err:
                 detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
                 self._transition(LinkState.DISCONNECTED, detail)
             finally:
                 self.client = None
                 client.close()
-            if self.connects > connects_before and delay:
+            if self._ups > ups_before and delay:
                 delay = self._initial_backoff_s
             await asyncio.sleep(delay)
             delay = min(max(delay * 2, self._initial_backoff_s), self._cfg.reconnect_max_s)
@@ -143,6 +160,8 @@ class ModbusReader:
     def _transition(self, state: LinkState, detail: str | None) -> None:
         if state is self.state and detail == self.last_error:
             return
+        if state is LinkState.CONNECTED and self.state is not LinkState.CONNECTED:
+            self._ups += 1
         if state is LinkState.DISCONNECTED:
             self.last_error = detail
         self.state = state
@@ -154,7 +173,9 @@ class ModbusReader:
             raise SourceError(f"cannot connect to {self._describe()}")
         self.connects += 1
         self.client = client
-        self._transition(LinkState.CONNECTED, None)
+        if not self._link_silent():
+            self._transition(LinkState.CONNECTED, None)
+        # else: up only once a unit answers (see _read_block)
         next_at = time.monotonic()
         while True:
             self.cycles += 1
@@ -170,10 +191,17 @@ class ModbusReader:
             return f"{self._cfg.host}:{self._cfg.port}"
         return self._cfg.serial.device if self._cfg.serial else "serial"
 
+    def _link_silent(self) -> bool:
+        """Every unit this link reads is set aside: nothing on it answers."""
+        units = {block.unit for block in self.blocks}
+        return bool(units) and units <= self._unit_retry_at.keys()
+
     async def _cycle(self, client: Any) -> None:
+        # On a silent link, run()'s backoff already spaced this attempt: probe every unit.
+        probe_all = self._link_silent()
         for block in self.blocks:
             retry_at = self._unit_retry_at.get(block.unit)
-            if retry_at is not None and time.monotonic() < retry_at:
+            if not probe_all and retry_at is not None and time.monotonic() < retry_at:
                 continue
             async with self.lock:
                 await self._read_block(client, block)
@@ -198,6 +226,7 @@ class ModbusReader:
             raise UnitTimeout(f"unit {block.unit} did not answer: {err}") from err
         received = self._clock()
         self._unit_recovered(block.unit)
+        self._transition(LinkState.CONNECTED, None)
         if response.isError():
             code = getattr(response, "exception_code", "?")
             reason = f"modbus exception {code} reading {block.table}:{block.start}+{block.count}"
