@@ -56,6 +56,7 @@ class Acquisition:
             name: LinkStatus(LinkState.DISCONNECTED, "not connected yet", clock())
             for name in cfg.source
         }
+        self._logged: dict[str, LinkState] = {}
         self._by_source = {
             src: tuple(n for n, s in cfg.signal.items() if s.source == src) for src in cfg.source
         }
@@ -75,11 +76,15 @@ class Acquisition:
                 )
 
     def link(self, source: str, state: LinkState, detail: str | None) -> None:
-        previous = self.links[source].state
         self.links[source] = LinkStatus(state, detail, self._clock())
-        if state is LinkState.CONNECTED and previous is not LinkState.CONNECTED:
+        # Log up/down transitions once each: a reader retrying passes through "connecting"
+        # on every attempt, which is not news.
+        logged = self._logged.get(source)
+        if state is LinkState.CONNECTED and logged is not LinkState.CONNECTED:
+            self._logged[source] = state
             log.info("source_connected", source=source)
-        elif state is LinkState.DISCONNECTED and previous is not LinkState.DISCONNECTED:
+        elif state is LinkState.DISCONNECTED and logged is not LinkState.DISCONNECTED:
+            self._logged[source] = state
             log.warning("source_disconnected", source=source, detail=detail)
         if state is not LinkState.CONNECTED:
             # Known down: nothing from this source may look good until it is read again.

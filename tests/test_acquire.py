@@ -102,3 +102,21 @@ def test_a_source_known_down_has_no_good_signal() -> None:
     acq.link("plc", LinkState.CONNECTED, None)
     feed(acq, clock, 1.6)
     assert acq.snapshot()["tank_level"].quality is Quality.GOOD
+
+
+def test_link_transitions_are_logged_once_each() -> None:
+    """A reader retrying (connecting → disconnected, again and again) logs one warning; the
+    recovery logs one info line."""
+    from structlog.testing import capture_logs
+
+    acq = Acquisition(cfg(), clock=Clock())
+    with capture_logs() as logs:
+        for _ in range(3):
+            acq.link("plc", LinkState.CONNECTING, None)
+            acq.link("plc", LinkState.DISCONNECTED, "ConnectionRefusedError")
+        acq.link("plc", LinkState.CONNECTING, None)
+        acq.link("plc", LinkState.CONNECTED, None)
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("source_disconnected", "warning"),
+        ("source_connected", "info"),
+    ]
