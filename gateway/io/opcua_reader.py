@@ -25,7 +25,10 @@ from typing import Any
 
 import structlog
 from asyncua import Client, Node, ua
-from asyncua.crypto import security_policies
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.config.schema import OpcUaSecurity, OpcUaSource, Signal
 from gateway.errors import SourceError
@@ -75,13 +78,44 @@ def to_raw_sample(dv: ua.DataValue, spec: Signal, received: float) -> RawSample:
 
 
 async def apply_security(client: Client, security: OpcUaSecurity) -> None:
-    """Configure channel security and user identity on a fresh client, before connect."""
+    """Configure channel security and user identity on a fresh client, before connect.
+
+    The client announces the ApplicationUri written in its own certificate (servers refuse
+    a session whose URI and certificate disagree). With a pinned ``server_certificate`` the
+    endpoint list is fetched first, over an unsecured discovery channel, and the certificate
+    the server presents for the configured policy and mode must be the pinned one.
+
+    That comparison is for a clear refusal, not the protection itself: an unsecured answer
+    can lie, but the channel is then opened with the *pinned* public key, which only the
+    real server can use, and asyncua compares the certificate again at CreateSession.
+    Without the comparison a wrong pin shows up as a timeout (the server cannot decrypt).
+
+    Raises:
+        SourceError: A certificate file cannot be parsed or names no application URI, the
+            server offers no endpoint with the configured policy and mode, or its
+            certificate is not the pinned one.
+        OSError: A certificate, key or password file cannot be read.
+    """
     if security.policy == "None":
         return
     assert security.certificate is not None
     assert security.private_key is not None
+    if security.username is not None and security.mode != "SignAndEncrypt":
+        # Config validation refuses this already; a password must never travel unencrypted.
+        raise SourceError(f"refusing to send a password over a {security.mode!r} channel")
     policy = getattr(security_policies, f"SecurityPolicy{security.policy}")
     mode = getattr(ua.MessageSecurityMode, security.mode)
+    own = await _load_certificate(security.certificate, "certificate")
+    uri = certificate_uri(own)
+    if uri is None:
+        raise SourceError(
+            f"security.certificate {security.certificate}: no SubjectAltName URI; OPC UA needs "
+            "the client's application URI there"
+        )
+    client.application_uri = uri
+    if security.server_certificate is not None:
+        pinned = await _load_certificate(security.server_certificate, "server_certificate")
+        await _check_pinned(client, policy.URI, mode, pinned, security.server_certificate)
     # server_certificate None reaches here only with trust_on_first_use explicitly set:
     # asyncua then takes the certificate the server presents in its endpoint list.
     await client.set_security(
@@ -95,6 +129,78 @@ async def apply_security(client: Client, security: OpcUaSecurity) -> None:
         client.set_user(security.username)
         password = await asyncio.to_thread(Path(security.password_file).read_text, "utf-8")
         client.set_password(password.strip())
+
+
+def certificate_uri(certificate: x509.Certificate) -> str | None:
+    """The first SubjectAltName URI of a certificate: an OPC UA application's identity."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+def sha256_fingerprint(certificate: x509.Certificate) -> str:
+    """``AB:CD:...``, as ``openssl x509 -fingerprint -sha256`` prints it."""
+    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+async def _load_certificate(path: str, key: str) -> x509.Certificate:
+    try:
+        cert: x509.Certificate = await uacrypto.load_certificate(path)
+    except ValueError as err:
+        raise SourceError(f"security.{key} {path}: not a DER or PEM certificate ({err})") from err
+    return cert
+
+
+def _first_certificate(der: bytes | None) -> x509.Certificate:
+    """The leading certificate of a DER blob that may carry the issuer chain after it."""
+    if not der:
+        raise SourceError("server presents no certificate on its secure endpoint")
+    # Outer SEQUENCE: tag, then a short or long form length (X.690 8.1.3).
+    size = der[1] if len(der) > 1 else 0
+    header = 2
+    if size & 0x80:
+        header += size & 0x7F
+        size = int.from_bytes(der[2:header], "big")
+    try:
+        return x509.load_der_x509_certificate(der[: header + size])
+    except ValueError as err:
+        raise SourceError(f"server presents an unreadable certificate ({err})") from err
+
+
+def _endpoint_kind(policy_uri: str, mode: ua.MessageSecurityMode) -> str:
+    return f"{policy_uri.rsplit('#', 1)[-1]}/{mode.name.rstrip('_')}"
+
+
+async def _check_pinned(
+    client: Client,
+    policy_uri: str,
+    mode: ua.MessageSecurityMode,
+    pinned: x509.Certificate,
+    pinned_path: str,
+) -> None:
+    """Refuse a server whose endpoint for ``policy_uri``/``mode`` shows another certificate."""
+    endpoints = await client.connect_and_get_server_endpoints()
+    matching = [
+        ep for ep in endpoints if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode
+    ]
+    if not matching:
+        offered = ", ".join(
+            sorted({_endpoint_kind(ep.SecurityPolicyUri, ep.SecurityMode) for ep in endpoints})
+        )
+        raise SourceError(
+            f"server offers no endpoint {_endpoint_kind(policy_uri, mode)} (policy/mode); "
+            f"it offers {offered or 'none'}"
+        )
+    presented = _first_certificate(matching[0].ServerCertificate)
+    if presented.public_bytes(Encoding.DER) != pinned.public_bytes(Encoding.DER):
+        raise SourceError(
+            f"server certificate does not match the pinned certificate {pinned_path} "
+            f"(server presents sha256 {sha256_fingerprint(presented)}, "
+            f"pinned sha256 {sha256_fingerprint(pinned)})"
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,15 @@ not fail the others. The alternatives were weighed and rejected: an attribute va
 setter (``set_attribute_value_setter``) can only refuse by raising, which turns into a
 ServiceFault for the whole request, and it also fires for the server's own publishing
 writes; a ``PreWrite`` server callback is a notification and cannot refuse.
+
+Secured mode (a certificate is given): only secure endpoints are offered, the server's
+ApplicationUri is the one in its certificate, and a client gets a session only over a
+channel signed with a certificate that passes :meth:`PlantOpcUaServer.check_client_certificate`
+(and, with ``trusted_certificates``, is one of them). Offering only secure endpoints is not
+enough with asyncua 2.1: its server still opens a SecurityPolicy None channel to anyone (the
+discovery services need one) and activates a session on it, so a client that skips the
+endpoint check would read everything. :class:`_SecureChannelUsers` closes that door at
+ActivateSession, where asyncua hands over the channel's client certificate.
 """
 
 from __future__ import annotations
@@ -39,12 +48,20 @@ from typing import Any, Final, Protocol, cast
 from urllib.parse import urlparse
 
 from asyncua import Node, Server, ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.address_space import AddressSpace, AttributeService
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.user_managers import UserManager
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.config.addresses import DataType
 from gateway.config.schema import GatewayConfig, OpcUaSource, Signal
 from gateway.errors import ConfigError
+from gateway.io.opcua_reader import certificate_uri
 from gateway.logs import get_logger
 from gateway.plantsim.faults import FAULTS
 from gateway.plantsim.plant import Reading, WriteOutcome
@@ -99,6 +116,17 @@ _UNECE_CODES: Final[Mapping[str, str]] = {
     "A": "AMP",
     "mm/s": "C16",
 }
+
+#: Endpoints a secured plant offers unless told otherwise: the policies asyncua supports that
+#: are not deprecated, each in Sign and SignAndEncrypt mode; never SecurityPolicy None.
+SECURE_POLICIES: Final = (
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+)
 
 SKID_ID: Final = "Skid"
 OPERATOR_NOTE_ID: Final = "Skid.OperatorNote"
@@ -221,6 +249,33 @@ class _PlantAttributeService(AttributeService):
         return results
 
 
+class _SecureChannelUsers(UserManager):
+    """Admits a session only over a channel signed with an acceptable client certificate.
+
+    asyncua passes the secure channel's client certificate (DER) as ``certificate``; it is
+    None on a SecurityPolicy None channel. X509 user tokens, which would replace it, are not
+    offered by the secured plant.
+    """
+
+    def __init__(self, trusted: frozenset[bytes] | None) -> None:
+        self._trusted = trusted
+
+    def get_user(
+        self,
+        iserver: InternalServer,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if not isinstance(certificate, bytes) or not certificate:
+            log.warning("plant_opcua_session_refused", reason="channel without security")
+            return None
+        if self._trusted is not None and certificate not in self._trusted:
+            log.warning("plant_opcua_session_refused", reason="channel certificate not trusted")
+            return None
+        return User(role=UserRole.User, name=username)
+
+
 class PlantOpcUaServer:
     """One asyncua server for the plant; :meth:`start`/:meth:`stop` can repeat (restarts).
 
@@ -232,12 +287,17 @@ class PlantOpcUaServer:
         sink: Where client writes go (the PLC's judgement and the write log).
         simulation: What the ``Simulation`` methods drive.
         source: Name of the OPC UA source to serve when the config has several.
-        certificate: Server certificate (DER/PEM); with ``private_key`` enables secure
-            endpoints. Without it only SecurityPolicy None is offered, so asyncua does not
-            warn about secure endpoints it cannot serve.
+        certificate: Server certificate (DER/PEM); with ``private_key`` the server is
+            secured (see the module docstring). Its SubjectAltName URI becomes the server's
+            ApplicationUri. Without it only SecurityPolicy None is offered, so asyncua does
+            not warn about secure endpoints it cannot serve.
         private_key: The certificate's private key.
-        security_policies: Endpoints to offer when a certificate is given (default: every
-            policy asyncua supports, plus None).
+        security_policies: Endpoints to offer when a certificate is given (default:
+            :data:`SECURE_POLICIES`). Listing ``NoSecurity`` here also admits sessions on
+            unsecured channels.
+        trusted_certificates: Client certificates (DER/PEM files) a secured server accepts;
+            None accepts any client certificate that passes the checks of
+            :meth:`check_client_certificate` (a simulator convenience, not a trust model).
 
     Raises:
         ConfigError: No single OPC UA source, a signal whose plant point does not exist,
@@ -256,6 +316,7 @@ class PlantOpcUaServer:
         certificate: Path | None = None,
         private_key: Path | None = None,
         security_policies: Sequence[ua.SecurityPolicyType] | None = None,
+        trusted_certificates: Sequence[Path] | None = None,
     ) -> None:
         self.source_name, self.source = opcua_source(cfg, source)
         self.endpoint = f"opc.tcp://{host}:{port}{urlparse(self.source.endpoint).path or '/'}"
@@ -269,7 +330,17 @@ class PlantOpcUaServer:
         self._private_key = private_key
         if (certificate is None) != (private_key is None):
             raise ValueError("certificate and private_key go together")
-        self._policies = list(security_policies) if security_policies is not None else None
+        if trusted_certificates is not None and certificate is None:
+            raise ValueError("trusted_certificates needs a server certificate")
+        self._policies = list(security_policies or SECURE_POLICIES)
+        # An empty list trusts nobody; only None means "any well-formed client certificate".
+        self._trusted_paths = (
+            list(trusted_certificates) if trusted_certificates is not None else None
+        )
+        self._trusted: frozenset[bytes] | None = None
+        self._client_checks = CertificateValidator(
+            CertificateValidatorOptions.EXT_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+        )
         self._server: Server | None = None
         self.namespace_index = -1
         self._nodes: dict[str, _SignalNode] = {}
@@ -318,10 +389,7 @@ class PlantOpcUaServer:
         # publish() keeps ServerStatus.CurrentTime instead.
         server.disable_clock()
         if self._certificate is not None and self._private_key is not None:
-            await server.load_certificate(str(self._certificate))
-            await server.load_private_key(str(self._private_key))
-            if self._policies is not None:
-                server.set_security_policy(self._policies)
+            await self._secure(server, self._certificate, self._private_key)
         else:
             # Only what can be served without a certificate, so asyncua has nothing to warn
             # about (secure endpoints, user tokens that would travel in plaintext).
@@ -345,6 +413,52 @@ class PlantOpcUaServer:
                 await server.stop()
             raise
         log.info("plant_opcua_listening", endpoint=self.endpoint)
+
+    async def _secure(self, server: Server, certificate: Path, private_key: Path) -> None:
+        await server.load_certificate(str(certificate))
+        await server.load_private_key(str(private_key))
+        uri = certificate_uri(server.iserver.certificate)
+        if uri is not None:
+            # Clients check the certificate's URI against the ApplicationUri we announce.
+            await server.set_application_uri(uri)
+        if self._trusted_paths is not None:
+            loaded: list[x509.Certificate] = [
+                await uacrypto.load_certificate(p) for p in self._trusted_paths
+            ]
+            self._trusted = frozenset(c.public_bytes(Encoding.DER) for c in loaded)
+        server.set_security_policy(self._policies)
+        server.set_certificate_validator(self.check_client_certificate)
+        # X509 user tokens would stand in for the channel certificate _SecureChannelUsers
+        # judges; the gateway does not use them.
+        server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+        if ua.SecurityPolicyType.NoSecurity not in self._policies:
+            server.iserver.set_user_manager(_SecureChannelUsers(self._trusted))
+
+    async def check_client_certificate(
+        self, certificate: x509.Certificate, client: ua.ApplicationDescription
+    ) -> None:
+        """Refuse a client certificate at CreateSession, with the status code the client sees.
+
+        Checked: validity period, the SubjectAltName URI equals the client's ApplicationUri,
+        the key usages OPC UA needs, extended key usage clientAuth, and, with
+        ``trusted_certificates``, that it is one of them.
+
+        Raises:
+            ServiceError: ``BadCertificate...`` naming the first failed check.
+        """
+        try:
+            await self._client_checks.validate(certificate, client)
+            der = certificate.public_bytes(Encoding.DER)
+            if self._trusted is not None and der not in self._trusted:
+                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+        except ServiceError as err:
+            log.warning(
+                "plant_opcua_certificate_refused",
+                status=ua.StatusCode(ua.UInt32(err.code)).name,
+                subject=certificate.subject.rfc4514_string(),
+                application_uri=client.ApplicationUri,
+            )
+            raise
 
     async def stop(self) -> None:
         """Stop listening and drop every session (clients see the connection close)."""
