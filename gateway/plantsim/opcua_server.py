@@ -348,7 +348,7 @@ class PlantOpcUaServer:
         self._operator_note_id: ua.NodeId | None = None
         self.operator_note = ""
         # Last published (value, good, reason) and wall time per signal, to skip unchanged.
-        self._published: dict[str, tuple[float, bool, str | None]] = {}
+        self._published: dict[str, tuple[float, bool, str | None, float | None]] = {}
         self._published_at: dict[str, float] = {}
         self._last: tuple[Mapping[str, Reading], datetime] | None = None
         self._clock_at = 0.0
@@ -589,7 +589,12 @@ class PlantOpcUaServer:
     # ------------------------------------------------------------------ publishing
 
     async def publish(
-        self, readings: Mapping[str, Reading], instant: datetime, *, force: bool = False
+        self,
+        readings: Mapping[str, Reading],
+        instant: datetime,
+        *,
+        force: bool = False,
+        stamp: Callable[[float], datetime] | None = None,
     ) -> None:
         """Publish the readings of every served point that changed (or is due a refresh).
 
@@ -610,7 +615,7 @@ class PlantOpcUaServer:
             reading = readings.get(node.point)
             if reading is None:
                 continue
-            key = (reading.value, reading.good, reading.reason)
+            key = (reading.value, reading.good, reading.reason, reading.sampled_at)
             if (
                 not force
                 and self._published.get(name) == key
@@ -623,7 +628,12 @@ class PlantOpcUaServer:
                 ua.DataValue(
                     variant,
                     StatusCode=_status(status),
-                    SourceTimestamp=_ua_time(instant),
+                    # A reading's own sample time (a frozen transmitter's stays old).
+                    SourceTimestamp=_ua_time(
+                        stamp(reading.sampled_at)
+                        if stamp is not None and reading.sampled_at is not None
+                        else instant
+                    ),
                     ServerTimestamp=_ua_time(now),
                 ),
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.plantsim.faults import FAULTS, LEVEL_DRIFT_MAX_M, LEVEL_DRIFT_RATE_M_PER_S
@@ -43,11 +43,15 @@ class Reading:
         value: The value in the point's unit (for a failed sensor: the bottom of its range).
         good: False when the instrument reports a failure.
         reason: Why the value is not good; None when good.
+        sampled_at: Simulated time the instrument last delivered this value; None for
+            PLC-internal points (always current). A frozen transmitter keeps its old time,
+            so the PLC serves its value with an old source timestamp.
     """
 
     value: float
     good: bool
     reason: str | None = None
+    sampled_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,10 @@ class Plant:
 
         if self._frozen:
             return
-        image = {name: Reading(round(sampled[name], 6), True) for name in MEASUREMENTS}
+        now = self._now()
+        image = {name: Reading(round(sampled[name], 6), True, None, now) for name in MEASUREMENTS}
         if temp_failed:
-            image["tank_temp"] = Reading(POINTS["tank_temp"].low, False, _TEMP_SENSOR_FAILURE)
+            image["tank_temp"] = Reading(POINTS["tank_temp"].low, False, _TEMP_SENSOR_FAILURE, now)
         self._image = image
 
     # ------------------------------------------------------------------ public API

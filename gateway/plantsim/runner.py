@@ -242,7 +242,7 @@ class PlantRuntime:
         async with self._publish_lock:
             readings = self.plant.read()
             self.modbus.publish(readings)
-            await self.opcua.publish(readings, self.instant(), force=force)
+            await self.opcua.publish(readings, self.instant(), force=force, stamp=self.instant)
 
     # ------------------------------------------------------------------ writes (WriteSink)
 

@@ -257,3 +257,24 @@ async def test_nan_and_out_of_range_registers_turn_bad(tmp_path: Path) -> None:
     assert snap["mb_tank_temp"].quality is Quality.BAD
     assert snap["mb_tank_temp"].reason == "250 degC outside physical range [0, 120]"
     assert snap["mb_inlet_temp"].quality is Quality.GOOD
+
+
+async def test_frozen_sensor_turns_stale_over_opcua(tmp_path: Path) -> None:
+    """A frozen transmitter (its source timestamp stops advancing) turns stale at its max
+    age over OPC UA, while the PLC's own points stay good; unfrozen, it is good again."""
+    ports = free_port(), free_port()
+    cfg = skid_config(*ports)
+    measured = [n for n in signals_of(cfg, OPCUA) if cfg.signal[n].max_age_s <= 5.0]
+    plc_points = ["level_sp", "remote_mode"]
+    async with plant(cfg, *ports, tmp_path) as rt, acquiring(cfg) as acq:
+        await eventually(lambda: all_good(acq, measured), timeout_s=15, what="good")
+        rt.inject_fault("sensor_freeze", 1.0)
+        await eventually(
+            lambda: all(acq.snapshot()[n].quality is Quality.STALE for n in measured),
+            timeout_s=12,
+            what="frozen measurements stale",
+        )
+        assert all_good(acq, plc_points)
+        assert acq.links[OPCUA].state is LinkState.CONNECTED
+        rt.clear_faults()
+        await eventually(lambda: all_good(acq, measured), timeout_s=15, what="good again")
