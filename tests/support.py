@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from gateway.config import GatewayConfig, parse_config
 
@@ -115,3 +118,20 @@ class Proxy:
                 dst.write(data)
                 await dst.drain()
         dst.close()
+
+
+BUILD_SCRIPT = SKID.parents[1] / "models" / "build_anomaly_model.py"
+
+
+def load_model_builder() -> ModuleType:
+    """models/build_anomaly_model.py as a module (``models/`` is not a package), loaded
+    once per session: the detect tests and the CLI tests share it."""
+    builder = sys.modules.get("build_anomaly_model")
+    if builder is None:
+        spec = importlib.util.spec_from_file_location("build_anomaly_model", BUILD_SCRIPT)
+        assert spec is not None
+        assert spec.loader is not None
+        builder = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = builder  # dataclasses resolve their module by name
+        spec.loader.exec_module(builder)
+    return builder

@@ -31,6 +31,7 @@ def crosscheck(cfg: GatewayConfig) -> list[Problem]:
         *_check_heartbeat(cfg),
         *_check_risk(cfg),
         *_check_twin(cfg),
+        *_check_detect(cfg),
     ]
 
 
@@ -247,3 +248,16 @@ def _check_twin(cfg: GatewayConfig) -> Iterator[Problem]:
                 )
     if cfg.twin.horizon_s < cfg.twin.dt_s:
         yield "twin.horizon_s", f"horizon {cfg.twin.horizon_s:g} s is shorter than dt_s"
+
+
+def _check_detect(cfg: GatewayConfig) -> Iterator[Problem]:
+    """Wiring only; which roles the model reads is known once its metadata is read
+    (``edgetwin check-config`` and the detect service check that)."""
+    if cfg.detect is None:
+        return
+    for role, signal in cfg.detect.signals.items():
+        if signal not in cfg.signal:
+            yield (
+                f"detect.signals.{role}",
+                f"unknown signal {signal!r}; declared: {_names(cfg.signal)}",
+            )

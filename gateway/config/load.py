@@ -17,29 +17,41 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.crosscheck import crosscheck
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import CONFIG_DIR, GatewayConfig
 from gateway.errors import ConfigError
 
 
 def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate ``path``; raise ConfigError listing every problem found."""
+    """Read and validate ``path``; raise ConfigError listing every problem found.
+
+    Relative file paths inside the config (the anomaly model's) are taken from the config
+    file's directory, so the same file works from any working directory.
+    """
     shown = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
         raise ConfigError([f"{shown}: cannot read the file: {err.strerror or err}"]) from err
-    return parse_config(raw, shown)
+    return parse_config(raw, shown, base_dir=Path(path).resolve().parent)
 
 
-def parse_config(raw: bytes | str, shown: str) -> GatewayConfig:
-    """Validate TOML text; ``shown`` is the file name used in messages."""
+def parse_config(
+    raw: bytes | str, shown: str, *, base_dir: str | Path | None = None
+) -> GatewayConfig:
+    """Validate TOML text; ``shown`` is the file name used in messages.
+
+    ``base_dir`` is where relative file paths in the config are taken from (the config
+    file's directory); without it they are left as written, relative to the working
+    directory.
+    """
     text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{shown}: not valid TOML: {err}"]) from err
     try:
-        cfg = GatewayConfig.model_validate(data)
+        context = None if base_dir is None else {CONFIG_DIR: Path(base_dir)}
+        cfg = GatewayConfig.model_validate(data, context=context)
     except ValidationError as err:
         raise ConfigError(
             [f"{shown}: {key}: {msg}" for key, msg in _describe_errors(err, data)]

@@ -12,9 +12,17 @@ not load as an interlock without a threshold.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gateway.config.addresses import DataType
 
@@ -271,6 +279,79 @@ class TwinSection(Strict):
     parameters: dict[Name, TwinParameter] = {}
 
 
+#: Validation context key: the directory relative file paths in the config are taken from
+#: (``load_config`` passes the config file's directory). Without it they stay as written,
+#: i.e. relative to the working directory.
+CONFIG_DIR = "config_dir"
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    if not Path(value).name:
+        raise ValueError(f"{value!r} names a directory; give the file's path")
+    base = (info.context or {}).get(CONFIG_DIR)
+    if base is None or Path(value).is_absolute():
+        return value
+    # resolve(): ".." is taken as the OS would (through symlinks), and the daemon's later
+    # working directory no longer matters.
+    return str((Path(base) / value).resolve())
+
+
+class DetectAlerts(Strict):
+    """How anomaly scores become alerts (``gateway.detect.alerts.AlertPolicy``).
+
+    The defaults are AlertPolicy's, so an empty table behaves exactly like no table. The
+    alert id prefix is not here: the detect service makes it unique per boot, so an alert
+    id in the audit trail never names two alerts.
+    """
+
+    raise_after: Annotated[int, Field(ge=1)] = 3
+    clear_after: Annotated[int, Field(ge=1)] = 6
+    max_alerts_per_hour: Annotated[int, Field(ge=1)] = 6
+    min_update_interval_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 300.0
+    medium_ratio: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 4.0
+    high_ratio: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 16.0
+
+    @model_validator(mode="after")
+    def _bands(self) -> DetectAlerts:
+        if self.high_ratio <= self.medium_ratio:
+            raise ValueError(
+                f"high_ratio {self.high_ratio:g} is not above medium_ratio "
+                f"{self.medium_ratio:g}, so no alert could ever be 'medium'; make high_ratio "
+                "the larger"
+            )
+        return self
+
+
+class DetectSection(Strict):
+    """The anomaly detector: which model, how its scores become alerts, how it is wired.
+
+    ``model`` and ``metadata`` are file paths; relative ones are taken from the config
+    file's directory (so the file works from any working directory and under systemd).
+    ``metadata`` defaults to the model's path with ``.json`` for ``.onnx``, the pair
+    ``models/build_anomaly_model.py`` writes. ``signals`` maps a signal role the model's
+    features read (a plant point name, e.g. ``tank_level``) to the configured signal that
+    measures it, where the two names differ.
+    """
+
+    enabled: bool = True
+    model: Annotated[str, Field(min_length=1)]
+    metadata: Annotated[str, Field(min_length=1)] | None = None
+    alerts: DetectAlerts = DetectAlerts()
+    signals: dict[Name, Name] = {}
+
+    @field_validator("model", "metadata")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _resolve_path(value, info)
+
+    @property
+    def metadata_path(self) -> str:
+        """The metadata file: as configured, or the model's path with ``.json``."""
+        if self.metadata is not None:
+            return self.metadata
+        return str(Path(self.model).with_suffix(".json"))
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -284,3 +365,4 @@ class GatewayConfig(Strict):
     heartbeat: Heartbeat | None = None
     historian: HistorianSection = HistorianSection()
     twin: TwinSection | None = None
+    detect: DetectSection | None = None

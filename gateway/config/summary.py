@@ -8,12 +8,43 @@ signal list compactly.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
-from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
+from gateway.config.schema import DetectSection, GatewayConfig, ModbusSource, OpcUaSource
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
+
+
+def _path(path: str) -> str:
+    """A path as short as it can be said: relative to the working directory when inside it
+    (the loader made it absolute)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _detect_lines(detect: DetectSection | None) -> list[str]:
+    if detect is None:
+        return ["detect      none: no anomaly alerts"]
+    state = "" if detect.enabled else "OFF (enabled = false); "
+    a = detect.alerts
+    lines = [
+        f"detect      {state}model {_path(detect.model)}, metadata {_path(detect.metadata_path)}",
+        f"{'':<12}alerts raise after {a.raise_after} windows above threshold, clear after "
+        f"{a.clear_after} below, at most {a.max_alerts_per_hour}/h; medium at "
+        f"{_num(a.medium_ratio)}x, high at {_num(a.high_ratio)}x",
+    ]
+    if detect.signals:
+        wiring = ", ".join(f"{role} <- {sig}" for role, sig in detect.signals.items())
+        lines.extend(
+            textwrap.wrap(
+                f"roles: {wiring}", width=100, initial_indent=" " * 12, subsequent_indent=" " * 12
+            )
+        )
+    return lines
 
 
 def summarize(cfg: GatewayConfig, shown: str) -> str:
@@ -77,4 +108,5 @@ def summarize(cfg: GatewayConfig, shown: str) -> str:
         lines.append(f"heartbeat   {cfg.heartbeat.signal} every {_num(cfg.heartbeat.interval_s)} s")
     else:
         lines.append("heartbeat   none: the PLC cannot tell if the gateway dies")
+    lines.extend(_detect_lines(cfg.detect))
     return "\n".join(lines)

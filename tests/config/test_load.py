@@ -248,3 +248,185 @@ def test_config_objects_are_frozen() -> None:
     cfg = parse_config(BASE, "t.toml")
     with pytest.raises(ValueError, match="frozen"):
         cfg.interlock[0].threshold = 0.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------- [detect]
+
+DETECT = BASE + '\n[detect]\nmodel = "m.onnx"\n'
+
+
+def test_shipped_skid_detect_section_points_at_the_built_model() -> None:
+    """config/skid.toml runs the detector on the model `make models` builds, resolved from
+    the config file's directory (so it does not depend on the working directory), with the
+    signal roles equal to its signal names (no mapping needed)."""
+    cfg = load_config(SKID)
+    assert cfg.detect is not None
+    assert cfg.detect.enabled
+    assert cfg.detect.model == str(REPO / "models" / "anomaly.onnx")
+    assert cfg.detect.metadata_path == str(REPO / "models" / "anomaly.json")
+    assert cfg.detect.signals == {}
+
+
+def test_detect_is_off_without_the_section() -> None:
+    """No [detect] table, no detector: nothing is run that the file does not ask for."""
+    assert parse_config(BASE, "t.toml").detect is None
+
+
+def test_detect_defaults_are_the_alert_policys() -> None:
+    """An empty [detect.alerts] table behaves exactly like AlertPolicy's defaults, so
+    writing the section out in config/skid.toml changed nothing."""
+    from dataclasses import fields
+
+    from gateway.detect.alerts import AlertPolicy
+
+    cfg = parse_config(DETECT, "t.toml")
+    assert cfg.detect is not None
+    policy = AlertPolicy()
+    knobs = {f.name for f in fields(AlertPolicy)} - {"id_prefix"}
+    assert knobs == set(type(cfg.detect.alerts).model_fields)
+    for name in knobs:
+        assert getattr(cfg.detect.alerts, name) == getattr(policy, name), name
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "metadata"),
+    [
+        pytest.param('model = "m.onnx"', "{dir}/m.onnx", "{dir}/m.json", id="relative"),
+        pytest.param(
+            'model = "../models/a.onnx"\nmetadata = "meta/a-meta.json"',
+            "{parent}/models/a.onnx",
+            "{dir}/meta/a-meta.json",
+            id="relative-up-and-explicit-metadata",
+        ),
+        pytest.param('model = "/opt/m/x.onnx"', "/opt/m/x.onnx", "/opt/m/x.json", id="absolute"),
+    ],
+)
+def test_detect_paths_are_taken_from_the_config_files_directory(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    model: str,
+    metadata: str,
+) -> None:
+    """Relative model paths are resolved against the config file's directory, not the
+    working directory (systemd starts the daemon in /); the metadata defaults to the model
+    with .json, the pair the build script writes."""
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    path = config_dir / "gw.toml"
+    path.write_text(BASE + f"\n[detect]\n{text}\n")
+    monkeypatch.chdir(tmp_path.root)
+    cfg = load_config(path)
+    assert cfg.detect is not None
+    where = {"dir": str(config_dir.resolve()), "parent": str(tmp_path.resolve())}
+    assert cfg.detect.model == model.format(**where)
+    assert cfg.detect.metadata_path == metadata.format(**where)
+
+
+def test_parse_config_without_a_directory_leaves_paths_as_written() -> None:
+    """Text parsed without a file (tests, tools) keeps relative paths relative to the
+    working directory; with base_dir they are taken from there."""
+    cfg = parse_config(DETECT, "t.toml")
+    assert cfg.detect is not None
+    assert cfg.detect.model == "m.onnx"
+    based = parse_config(DETECT, "t.toml", base_dir="/srv/gw")
+    assert based.detect is not None
+    assert based.detect.model == "/srv/gw/m.onnx"
+
+
+DETECT_BROKEN = [
+    pytest.param(
+        DETECT + "enabeld = false\n",
+        "t.toml: detect.enabeld: unknown key; valid keys here are: alerts, enabled, metadata, "
+        "model, signals",
+        id="misspelt-detect-key",
+    ),
+    pytest.param(
+        BASE + "\n[detect]\nenabled = true\n",
+        "t.toml: detect.model: required key is missing",
+        id="model-missing",
+    ),
+    pytest.param(
+        BASE + '\n[detect]\nmodel = "."\n',
+        "t.toml: detect.model: '.' names a directory; give the file's path",
+        id="model-is-a-directory",
+    ),
+    pytest.param(
+        DETECT + "[detect.alerts]\nraise_after = 0\n",
+        "t.toml: detect.alerts.raise_after: Input should be greater than or equal to 1 (got 0)",
+        id="raise-after-zero",
+    ),
+    pytest.param(
+        DETECT + "[detect.alerts]\nmedium_ratio = 1.0\n",
+        "t.toml: detect.alerts.medium_ratio: Input should be greater than 1 (got 1.0)",
+        id="medium-ratio-not-above-threshold",
+    ),
+    pytest.param(
+        DETECT + "[detect.alerts]\nhigh_ratio = 3.0\n",
+        "t.toml: detect.alerts: high_ratio 3 is not above medium_ratio 4, so no alert could "
+        "ever be 'medium'; make high_ratio the larger",
+        id="severity-bands-inverted",
+    ),
+    pytest.param(
+        DETECT + "[detect.alerts]\nmin_update_interval_s = inf\n",
+        "t.toml: detect.alerts.min_update_interval_s: Input should be a finite number (got inf)",
+        id="update-interval-infinite",
+    ),
+    pytest.param(
+        DETECT + "[detect.alerts]\nid_prefix = 'x'\n",
+        "t.toml: detect.alerts.id_prefix: unknown key; valid keys here are: clear_after, "
+        "high_ratio, max_alerts_per_hour, medium_ratio, min_update_interval_s, raise_after",
+        id="id-prefix-is-not-configurable",
+    ),
+    pytest.param(
+        DETECT + '[detect.signals]\ntank_level = "mb_levl"\n',
+        "t.toml: detect.signals.tank_level: unknown signal 'mb_levl'; declared: hb, level_sp, "
+        "mb_level, tank_level",
+        id="role-mapped-to-unknown-signal",
+    ),
+    pytest.param(
+        DETECT + '[detect.signals]\nTank = "tank_level"\n',
+        "t.toml: detect.signals.Tank.[key]: 'Tank' is not a valid name: use lower-case "
+        "letters, digits and '_', starting with a letter",
+        id="bad-role-name",
+    ),
+    pytest.param(
+        DETECT + '[detect.signals]\ntank_level = "mb_level"\n',
+        None,
+        id="role-mapped-to-modbus-copy-is-fine",
+    ),
+    pytest.param(
+        DETECT.replace('model = "m.onnx"', 'model = "m.onnx"\nenabled = false'),
+        None,
+        id="disabled-is-fine",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), DETECT_BROKEN)
+def test_broken_detect_section_is_refused_with_exact_message(
+    text: str, expected: str | None
+) -> None:
+    """Each broken [detect] section is refused, naming the file, the key and the fix."""
+    if expected is None:
+        parse_config(text, "t.toml")
+        return
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "t.toml")
+    assert caught.value.problems == [expected]
+
+
+def test_summary_shows_the_detector() -> None:
+    """check-config's summary says which model runs and how it alerts, or that none does."""
+    from gateway.config.summary import summarize
+
+    text = DETECT + '[detect.alerts]\nraise_after = 4\n[detect.signals]\ntank_level = "mb_level"\n'
+    lines = summarize(parse_config(text, "t.toml"), "t.toml").splitlines()
+    detect = [line for line in lines if line.startswith("detect")]
+    assert detect == ["detect      model m.onnx, metadata m.json"]
+    following = lines[lines.index(detect[0]) + 1 :]
+    assert following[0].startswith("            alerts raise after 4 windows above threshold")
+    assert following[1] == "            roles: tank_level <- mb_level"
+    off = summarize(parse_config(DETECT + "enabled = false\n", "t.toml"), "t.toml")
+    assert "detect      OFF (enabled = false); model m.onnx" in off
+    assert "detect      none: no anomaly alerts" in summarize(parse_config(BASE, "t.toml"), "t")

@@ -7,16 +7,13 @@ model so the session stays fast. Every test then runs real onnxruntime on a real
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from gateway.detect.anomaly import AnomalyModel
-
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "models" / "build_anomaly_model.py"
+from tests.support import load_model_builder
 
 TEST_SEEDS = (1, 2, 3, 4)
 TEST_HOURS = 2.0
@@ -24,20 +21,10 @@ TEST_HOURS = 2.0
 pump-curve fits to hold on unseen seeds, and still built in ~15 s."""
 
 
-def _load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_anomaly_model", BUILD_SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def builder() -> ModuleType:
     """The build script as a module."""
-    return _load_builder()
+    return load_model_builder()
 
 
 @pytest.fixture(scope="session")
