@@ -22,6 +22,13 @@ EXIT_REFUSED = 2
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file, then build what the daemon would build from it.
+
+    Loading checks the file alone; the twin's model and the anomaly model declare names of
+    their own, which only building them can check. Doing both here means a config that
+    passes check-config does not fail at start-up (and an anomaly model nobody built is
+    reported here, where the fix is one command, instead of as a disabled detector).
+    """
     from gateway.config import load_config
     from gateway.config.summary import summarize
 
@@ -32,7 +39,40 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{args.file}: {len(err.problems)} problem(s); nothing was loaded", file=sys.stderr)
         return EXIT_REFUSED
+    problems: list[str] = []
+    if cfg.twin is not None:
+        from gateway.twin.build import build_twin
+
+        try:
+            build_twin(cfg.twin, source=args.file, signals=cfg.signal)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    model_line = None
+    if cfg.detect is not None and cfg.detect.enabled:
+        from gateway.detect.service import load_model
+
+        model, model_problems = load_model(cfg.detect, set(cfg.signal), source=args.file)
+        problems.extend(model_problems)
+        if model is not None:
+            meta = model.metadata
+            w = meta.window
+            external = f"; external features: {', '.join(meta.external)}" if meta.external else ""
+            model_line = (
+                f"{'':<12}model: {len(meta.features)} features, threshold {meta.threshold:g} "
+                f"(clear {meta.clear_threshold:g}), {w.length * w.period_s:g} s windows every "
+                f"{w.hop * w.period_s:g} s{external}"
+            )
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"{args.file}: {len(problems)} problem(s) with the twin or the anomaly model it names",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     print(summarize(cfg, args.file))
+    if model_line is not None:
+        print(model_line)
     return 0
 
 
@@ -144,6 +184,55 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config import GatewayConfig
+    from gateway.twin.build import build_twin
+    from gateway.twin.whatif import (
+        WhatIfError,
+        parse_changes,
+        render,
+        run_whatif,
+        starting_point,
+        to_json,
+    )
+
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    if cfg.twin is None:
+        print(f"{args.config}: [twin]: no twin configured; add a [twin] section", file=sys.stderr)
+        return 2
+    try:
+        model, simulator = build_twin(cfg.twin, source=args.config, signals=cfg.signal)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir or cfg.gateway.state_dir)
+    try:
+        changes = parse_changes(cfg, model, args.set or [])
+        start = starting_point(cfg, model, state_dir)
+        answer = run_whatif(
+            cfg,
+            model,
+            simulator,
+            start,
+            changes,
+            horizon_s=args.horizon if args.horizon is not None else cfg.twin.horizon_s,
+            members=args.ensemble or cfg.twin.ensemble,
+            seed=cfg.twin.seed,
+        )
+    except WhatIfError as err:
+        print(f"edgetwin simulate: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(to_json(model, answer), allow_nan=False))
+    else:
+        print(render(cfg, model, answer))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig
     from gateway.demo import run_demo
@@ -238,6 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--state-dir", help="the daemon's state directory (default: from config)")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "simulate", help="what-if: the twin's prediction of a setpoint change (writes nothing)"
+    )
+    p.add_argument("--config", required=True, help="path to the gateway's TOML config")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="TAG=VALUE",
+        help="a writable tag or twin input and its new value (repeatable); none: hold all",
+    )
+    p.add_argument("--horizon", type=float, help="seconds to simulate (default: twin.horizon_s)")
+    p.add_argument("--ensemble", type=int, help="parameter samples (default: twin.ensemble)")
+    p.add_argument("--state-dir", help="the daemon's state directory (default: from config)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="run the simulated plant with a scripted fault scenario")
     p.add_argument("--config", default=DEFAULT_CONFIG)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +28,9 @@ from gateway import __version__
 from gateway.acquire import Acquisition
 from gateway.act.actuator import Actuator
 from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
-from gateway.errors import StoreError, WriteError
+from gateway.detect.predictive import PredictiveAlerts, PredictiveEvent
+from gateway.detect.service import DetectionService, new_boot_id
+from gateway.errors import GatewayError, StoreError, WriteError
 from gateway.io.modbus_reader import ModbusReader
 from gateway.io.opcua_reader import OpcUaReader
 from gateway.io.ports import LinkState, SampleSink
@@ -34,6 +38,15 @@ from gateway.sdnotify import Notifier
 from gateway.status import STATUS_FILE, status_document, write_status
 from gateway.store.audit import SqliteAuditTrail
 from gateway.store.historian import SqliteHistorian
+from gateway.store.ports import Sample
+from gateway.twin.numba_cache import use_cache_dir
+from gateway.twin.runtime import TwinRuntime, TwinTick
+from gateway.twin.whatif import TWIN_STATE_FILE
+
+TWIN_SAVE_EVERY_S = 5.0
+FIDELITY_SAMPLE_EVERY_S = 10.0
+FIDELITY_SIGNAL = "twin.fidelity"
+"""Historian name of the overall fidelity score; per output: ``twin.fidelity.<output>``."""
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -77,6 +90,14 @@ class Daemon:
         self.actuator = Actuator(cfg, self.readers)
         self.ready = asyncio.Event()
         self.historian_failing = False
+        self.boot_id = new_boot_id(clock)
+        """Distinguishes this run's alert ids from the previous run's."""
+        self.twin: TwinRuntime | None = None
+        self.twin_state: dict[str, Any] = (
+            {"state": "not configured"} if cfg.twin is None else {"state": "starting"}
+        )
+        self.predictive = PredictiveAlerts(id_prefix=f"forecast-{self.boot_id}")
+        self.detection: DetectionService | None = None
 
     def progress(self) -> int:
         """Grows while acquisition is alive: samples in, connect attempts, polls, probes."""
@@ -91,6 +112,14 @@ class Daemon:
             max_bytes=int(h.max_mb * 2**20),
         )
         audit = SqliteAuditTrail(self.state_dir / "audit.db")
+        self.detection = DetectionService(
+            self.cfg,
+            self.acquisition,
+            audit,
+            boot_id=self.boot_id,
+            clock=self.clock,
+            external=self._residual_features,
+        )
         config_hash = hashlib.sha256(self.cfg.model_dump_json().encode()).hexdigest()
         audit.append(
             "startup",
@@ -111,6 +140,9 @@ class Daemon:
                     tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 tg.create_task(self._systemd_loop(), name="systemd")
                 tg.create_task(self._status_loop(), name="status")
+                if self.cfg.twin is not None:
+                    tg.create_task(self._twin_loop(historian, audit), name="twin")
+                tg.create_task(self.detection.run(), name="detect")
         finally:
             self.notifier.send("STOPPING=1")
             # A stopped daemon must not look running to `edgetwin status`.
@@ -215,6 +247,8 @@ class Daemon:
                 "history_pending": self.acquisition.pending,
                 "history_dropped": self.acquisition.samples_dropped,
                 "heartbeats_written": self.actuator.heartbeats_written,
+                "twin": self._twin_status(),
+                "detect": self.detection.status() if self.detection else {"state": "off"},
             }
             doc = status_document(self.cfg, self.acquisition.snapshot(), links, extra, now)
             try:
@@ -222,3 +256,110 @@ class Daemon:
             except OSError as err:
                 log.error("status_write_failed", error=str(err))
             await asyncio.sleep(1.0)
+
+    # -- the twin ------------------------------------------------------------------------
+    async def _twin_loop(self, historian: SqliteHistorian, audit: SqliteAuditTrail) -> None:
+        """Build and warm the twin once acquisition is up, then step it once a second.
+
+        The twin is built after READY: compiling (on a machine's first start) takes seconds
+        and must not delay acquisition or the heartbeat. A twin that cannot be built is
+        reported in the status and the log, and the daemon goes on without it: the gate
+        (which needs the twin) then refuses every proposal, which is the safe side.
+        """
+        from gateway.twin.build import build_twin
+
+        assert self.cfg.twin is not None
+        await self.ready.wait()
+        try:
+            use_cache_dir(self.state_dir / "numba")
+        except GatewayError as err:
+            log.warning("twin_cache_dir_not_used", error=str(err))
+        started = time.monotonic()
+        try:
+            model, simulator = await asyncio.to_thread(
+                build_twin, self.cfg.twin, signals=self.cfg.signal
+            )
+            await asyncio.to_thread(simulator.warm_up)
+        except (GatewayError, ValueError, OSError) as err:
+            self.twin_state = {"state": "failed", "error": str(err)}
+            log.error("twin_failed", error=str(err))
+            return
+        self.twin = TwinRuntime(self.cfg, model, simulator)
+        self.twin_state = {"state": "running"}
+        log.info("twin_ready", model=model.name, warm_up_s=round(time.monotonic() - started, 2))
+        next_save = next_sample = 0.0
+        while True:
+            began = time.monotonic()
+            now = self.clock()
+            tick = await asyncio.to_thread(self.twin.step, now, self.acquisition.snapshot())
+            events = self._predictive_events(tick)
+            for event in events:
+                await self._audit_event(audit, "forecast_alert", event.to_record())
+                log.warning("forecast_alert", **event.to_record())
+            if began >= next_sample:
+                next_sample = began + FIDELITY_SAMPLE_EVERY_S
+                await self._store_fidelity(historian, tick)
+            if began >= next_save:
+                next_save = began + TWIN_SAVE_EVERY_S
+                await self._save_twin_state(now)
+            await asyncio.sleep(max(0.05, 1.0 - (time.monotonic() - began)))
+
+    def _predictive_events(self, tick: TwinTick) -> list[PredictiveEvent]:
+        if tick.forecasts is not None:
+            return self.predictive.observe(tick.t, tick.forecasts)
+        if tick.observer is None:
+            self.predictive.missing(tick.t)
+        return []
+
+    async def _audit_event(
+        self, audit: SqliteAuditTrail, kind: str, payload: Mapping[str, Any]
+    ) -> None:
+        try:
+            await asyncio.to_thread(audit.append, kind, payload)
+        except StoreError as err:
+            log.error("audit_append_failed", kind=kind, error=str(err))
+
+    async def _store_fidelity(self, historian: SqliteHistorian, tick: TwinTick) -> None:
+        report = tick.fidelity
+        now = tick.t
+
+        def sample(signal: str, value: float | None) -> Sample:
+            if value is None:
+                return Sample(signal, now, float("nan"), "uncertain", now)
+            return Sample(signal, now, value, "good", now)
+
+        batch = [sample(FIDELITY_SIGNAL, report.score)] + [
+            sample(f"{FIDELITY_SIGNAL}.{name}", score) for name, score in report.per_output.items()
+        ]
+        try:
+            await asyncio.to_thread(historian.append, batch)
+        except StoreError as err:
+            log.error("fidelity_store_failed", error=str(err))
+
+    async def _save_twin_state(self, now: float) -> None:
+        assert self.twin is not None
+        snapshot = self.twin.snapshot()
+        if snapshot is None:
+            return
+        document = {"saved_at": now, "gateway": self.cfg.gateway.name, "observer": snapshot}
+        path = self.state_dir / TWIN_STATE_FILE
+        try:
+            await asyncio.to_thread(_write_json_atomically, path, document)
+        except OSError as err:
+            log.error("twin_state_write_failed", error=str(err))
+
+    def _residual_features(self) -> dict[str, float]:
+        return {} if self.twin is None else self.twin.residual_features()
+
+    def _twin_status(self) -> dict[str, Any]:
+        status = dict(self.twin_state)
+        if self.twin is not None:
+            status.update(self.twin.status())
+            status["forecast_alerts"] = [e.to_record() for e in self.predictive.active.values()]
+        return status
+
+
+def _write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)

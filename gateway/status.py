@@ -100,6 +100,14 @@ def render_status(cfg: GatewayConfig, state_dir: Path, now: float | None = None)
             "last values from the historian"
         )
         rows = _from_historian(state_dir)
+    if doc is not None and now - float(doc.get("written", 0)) <= FRESH_S:
+        detect = doc.get("detect")
+        if isinstance(detect, dict):
+            lines.extend(render_detect(detect))
+    if cfg.twin is not None:
+        running = doc is not None and now - float(doc.get("written", 0)) <= FRESH_S
+        twin = doc.get("twin") if running and doc is not None else None
+        lines.extend(render_twin(twin if isinstance(twin, dict) else None, state_dir, now))
     lines.append("")
     lines.append(f"  {'signal':<22}{'value':>12} {'unit':<7}{'age':>10}  quality")
     for name, spec in cfg.signal.items():
@@ -108,6 +116,92 @@ def render_status(cfg: GatewayConfig, state_dir: Path, now: float | None = None)
         age = "---" if ts is None else _age(max(0.0, now - ts))
         lines.append(f"  {name:<22}{shown:>12} {spec.unit:<7}{age:>10}  {quality}")
     return "\n".join(lines)
+
+
+def render_twin(twin: Mapping[str, Any] | None, state_dir: Path, now: float) -> list[str]:
+    """The twin's block: fidelity now and over the last hour, estimated parameters and
+    forecasts. The hour comes from the historian, so it shows with the daemon stopped."""
+    lines = [""]
+    if twin is None:
+        lines.append("  twin: no live state (daemon not running)")
+    elif twin.get("state") in ("starting", "failed", "not configured"):
+        detail = f": {twin['error']}" if twin.get("error") else ""
+        lines.append(f"  twin: {twin['state']}{detail}")
+    elif not twin.get("tracking"):
+        lines.append(
+            f"  twin {twin.get('model')}: not tracking ({twin.get('last_skip') or 'no data yet'})"
+        )
+    else:
+        fidelity = twin.get("fidelity") or {}
+        score, threshold = fidelity.get("score"), fidelity.get("threshold")
+        if score is None:
+            verdict = "unknown (not enough scored predictions yet): not trusted"
+        else:
+            trusted = "trusted" if fidelity.get("trusted") else "NOT trusted, below threshold"
+            verdict = f"{score:.3f} (threshold {threshold}) {trusted}"
+            if fidelity.get("weakest"):
+                verdict += f"; weakest output {fidelity['weakest']}"
+        lines.append(f"  twin {twin.get('model')}: fidelity {verdict}")
+        per_output = fidelity.get("per_output") or {}
+        scored = [f"{name} {v:.2f}" for name, v in per_output.items() if v is not None]
+        if scored:
+            lines.append("    by output: " + ", ".join(scored))
+        params = twin.get("parameters") or {}
+        estimated = [
+            f"{name} {p['value']:.4g} ± {p['std']:.2g} {p['unit']}"
+            for name, p in params.items()
+            if p.get("estimated")
+        ]
+        if estimated:
+            lines.append("    estimated: " + ", ".join(estimated))
+        forecasts = twin.get("forecasts") or []
+        if forecasts:
+            for f in forecasts:
+                lines.append(f"    forecast: {f.get('message')}")
+        else:
+            lines.append("    forecast: no envelope bound crossed within the horizon")
+        for alert in twin.get("forecast_alerts") or []:
+            lines.append(f"    ALERT {alert.get('alert_id')}: {alert.get('message')}")
+    lines.extend(_fidelity_history(state_dir, now))
+    return lines
+
+
+def render_detect(detect: Mapping[str, Any]) -> list[str]:
+    """The anomaly detector's block: whether it runs, its last score, its active alerts."""
+    state = detect.get("state")
+    if state in ("off", None):
+        return ["", "  detect: off"]
+    if state != "running":
+        return ["", f"  detect: {state}" + (f": {detect['error']}" if detect.get("error") else "")]
+    score, threshold = detect.get("last_score"), detect.get("threshold")
+    shown = "no window scored yet" if score is None else f"last score {score:.3g}"
+    if score is not None and threshold is not None:
+        shown += f" (alert above {threshold:.3g})"
+    lines = ["", f"  detect: running, {shown}; {detect.get('alerts_raised', 0)} alerts raised"]
+    for alert in detect.get("active") or []:
+        lines.append(
+            f"    ALERT {alert.get('alert_id') or alert.get('id')}: {alert.get('message')}"
+        )
+    return lines
+
+
+def _fidelity_history(state_dir: Path, now: float, span_s: float = 3600.0) -> list[str]:
+    path = state_dir / "history.db"
+    if not path.exists():
+        return []
+    from gateway.store.historian import SqliteHistorian
+
+    with SqliteHistorian(path) as historian:
+        samples = historian.query("twin.fidelity", now - span_s)
+    scores = [(s.ts, s.value) for s in samples if math.isfinite(s.value)]
+    if not scores:
+        return []
+    low_ts, low = min(scores, key=lambda p: p[1])
+    mean = sum(v for _, v in scores) / len(scores)
+    return [
+        f"    fidelity over the last {span_s / 60:.0f} min: mean {mean:.3f}, lowest {low:.3f} "
+        f"{_age(max(0.0, now - low_ts))} ago ({len(scores)} stored scores)"
+    ]
 
 
 def _from_historian(state_dir: Path) -> dict[str, tuple[float | None, str, float | None]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import GatewayConfig
-from gateway.daemon import Daemon
+from gateway.daemon import FIDELITY_SIGNAL, TWIN_STATE_FILE, Daemon
 from gateway.io.ports import LinkState
 from gateway.plantsim.runner import PlantRuntime
 from gateway.sdnotify import Notifier
@@ -69,7 +69,8 @@ async def test_daemon_notifies_beats_records_and_stops_cleanly(tmp_path: Path) -
     assert not (state / STATUS_FILE).exists()
     with SqliteHistorian(state / "history.db") as historian:
         latest = historian.latest()
-    assert set(latest) == set(cfg.signal)
+    assert {n for n in latest if not n.startswith("twin.")} == set(cfg.signal)
+    assert FIDELITY_SIGNAL in latest  # the twin's score is history too
     with SqliteAuditTrail(state / "audit.db") as audit:
         kinds = [r.kind for r in audit.records()]
     assert kinds == ["startup", "shutdown"]
@@ -88,6 +89,22 @@ async def _watch_running_daemon(
     shown = render_status(cfg, state)
     assert "running" in shown
     assert "tank_level" in shown
+    # The twin is built after READY and then follows the plant off the event loop.
+    await eventually(
+        lambda: daemon.twin is not None and daemon.twin.status()["tracking"],
+        timeout_s=30,
+        what="twin tracking",
+    )
+    await eventually(lambda: (state / TWIN_STATE_FILE).exists(), timeout_s=10, what="twin.json")
+    saved = json.loads((state / TWIN_STATE_FILE).read_text())
+    assert saved["observer"]["model"] == "skid"
+    assert 1.3 < saved["observer"]["state"]["level"] < 1.7
+    await eventually(
+        lambda: json.loads((state / STATUS_FILE).read_text())["twin"].get("tracking") is True,
+        timeout_s=5,
+        what="twin in status.json",
+    )
+    assert "twin skid: fidelity" in render_status(cfg, state)
     messages = notify.drain()
     ready = [m for m in messages if m.startswith("READY=1")]
     assert ready == ["READY=1\nSTATUS=all sources connected"]

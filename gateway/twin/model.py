@@ -45,6 +45,9 @@ F64Array = npt.NDArray[np.float64]
 ModelFunction = Callable[[F64Array, F64Array, F64Array, F64Array], None]
 """``f(x, u, p, out)``: a compiled rhs or output function (a numba dispatcher)."""
 
+Initialiser = Callable[[Mapping[str, float], F64Array, F64Array], F64Array]
+"""``initialise(measured, u, p) -> x``: see :attr:`TwinModel.initialise`."""
+
 _VECTOR = types.Array(types.float64, 1, "C")
 MODEL_SIGNATURE = types.void(_VECTOR, _VECTOR, _VECTOR, _VECTOR)
 """numba signature of every model function: ``void(f8[::1], f8[::1], f8[::1], f8[::1])``."""
@@ -78,12 +81,20 @@ class Variable:
         unit: Unit of the value, as written in the config's signals (e.g. "m", "degC").
         nominal: Nominal value: the nominal initial state, or the nominal input.
         description: One line: what it is physically.
+        process_std: States only: how fast the model's error in this state grows, as a
+            random walk in units per √s. It is the observer's process noise: it decides
+            how much the observer trusts the model against the measurements.
+        low: States only: the physical lower bound (the observer clips its estimate).
+        high: States only: the physical upper bound.
     """
 
     name: str
     unit: str
     nominal: float
     description: str
+    process_std: float = 0.0
+    low: float = -math.inf
+    high: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,13 @@ class Parameter:
 
     The std expresses how far the real plant may be from the nominal value through slow
     drift and small, not yet detected faults; ensembles sample within it.
+
+    Attributes:
+        drift_s: None: the parameter is not estimated online (the measured outputs cannot
+            tell it apart from another one). Otherwise the observer estimates it, as a
+            random walk that moves by one ``std`` in this many seconds.
+        low: Physical lower bound; estimates and samples are clipped to it.
+        high: Physical upper bound.
     """
 
     name: str
@@ -99,15 +117,29 @@ class Parameter:
     nominal: float
     std: float
     description: str
+    drift_s: float | None = None
+    low: float = -math.inf
+    high: float = math.inf
 
 
 @dataclass(frozen=True)
 class Output:
-    """A declared output: a quantity the twin predicts, comparable with a signal."""
+    """A declared output: a quantity the twin predicts, comparable with a signal.
+
+    Attributes:
+        noise: One std of the measurement this output is compared with (transmitter noise
+            and resolution, plus what the model leaves out at this output), in output
+            units. None: the observer does not correct the state from it (e.g. vibration,
+            which the model knows only for a healthy machine).
+        tolerance: Prediction error, in output units, at which the fidelity score of this
+            output falls to 0.5 (see :mod:`gateway.twin.fidelity`). None: not scored.
+    """
 
     name: str
     unit: str
     description: str
+    noise: float | None = None
+    tolerance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +155,11 @@ class TwinModel:
         outputs: Declared outputs, in the order of ``y``.
         rhs: ``rhs(x, u, p, dxdt)`` compiled with :func:`model_function`.
         output_fn: ``output_fn(x, u, p, y)`` compiled with :func:`model_function`.
+        initialise: ``initialise(measured, u, p) -> x``: a consistent state from the
+            measured outputs (by output name; any may be missing), the inputs and the
+            parameters, where the model can do better than overwriting the states that
+            share an output's name (e.g. the PLC's loop integrals, which no signal
+            carries, follow from the actuators' positions). None: the default.
 
     Raises:
         ValueError: On construction, for a malformed name, a duplicate name within one
@@ -139,6 +176,7 @@ class TwinModel:
     outputs: tuple[Output, ...]
     rhs: ModelFunction = field(repr=False)
     output_fn: ModelFunction = field(repr=False)
+    initialise: Initialiser | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -173,6 +211,7 @@ class TwinModel:
                         f"model {self.name!r}: parameter {item.name!r} std {item.std!r} must be "
                         "a finite number >= 0"
                     )
+                _check_extras(self.name, kind, item)
         for role in ("rhs", "output_fn"):
             signatures = getattr(getattr(self, role), "nopython_signatures", None)
             if signatures is None or MODEL_SIGNATURE not in signatures:
@@ -350,6 +389,28 @@ class TwinModel:
                 raise ValueError(f"{kind} {name!r} = {value!r} is not finite")
             vector[position] = value
         return vector
+
+
+def _check_extras(model: str, kind: str, item: Variable | Parameter | Output) -> None:
+    """The observer's and the fidelity score's declarations: positive where given, and
+    bounds that contain the nominal value."""
+    where = f"model {model!r}: {kind} {item.name!r}"
+    positive: list[tuple[str, float | None]] = []
+    if isinstance(item, Output):
+        positive = [("noise", item.noise), ("tolerance", item.tolerance)]
+    elif isinstance(item, Parameter):
+        positive = [("drift_s", item.drift_s)]
+    for label, value in positive:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{where} {label} {value!r} must be a finite number > 0 or None")
+    if isinstance(item, Variable) and not (
+        math.isfinite(item.process_std) and item.process_std >= 0
+    ):
+        raise ValueError(f"{where} process_std {item.process_std!r} must be finite and >= 0")
+    if isinstance(item, Variable | Parameter) and not item.low <= item.nominal <= item.high:
+        raise ValueError(
+            f"{where} nominal {item.nominal!r} is outside its bounds [{item.low}, {item.high}]"
+        )
 
 
 def _vector_arg(what: str, value: npt.ArrayLike, n: int) -> F64Array:

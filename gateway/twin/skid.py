@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Final
 
 import numpy as np
@@ -288,6 +289,9 @@ PARAMETERS: Final = (
         "Pump head at full speed and no flow (head/flow scale of the pump curve). Std 3 %: "
         "pipe-friction drift (~2 % equivalent per std) and impeller wear up to severity "
         "~0.2 (30 %·severity of head) within 2 std.",
+        drift_s=3600.0,
+        low=20.0,
+        high=70.0,
     ),
     Parameter(
         "valve_cv",
@@ -296,6 +300,9 @@ PARAMETERS: Final = (
         0.5,
         "Outlet valve flow coefficient at full stroke. Std 2.3 %: the back-pressure drift "
         "(±0.08 m on 2.2 m of differential head ≈ ±1.8 % of flow) within 2 std.",
+        drift_s=3600.0,
+        low=5.0,
+        high=40.0,
     ),
     Parameter(
         "heat_loss_ua",
@@ -305,6 +312,9 @@ PARAMETERS: Final = (
         "Tank heat-loss coefficient to ambient (at the nominal 1.5 m; the real one grows "
         "with the wetted wall: ~210 W/K at 1.2 m, ~295 W/K at 1.8 m). Std 12 % also covers "
         "its slow drift (5 % std).",
+        drift_s=3600.0,
+        low=20.0,
+        high=1000.0,
     ),
     Parameter(
         "heater_efficiency",
@@ -313,6 +323,8 @@ PARAMETERS: Final = (
         0.03,
         "Fraction of the heater's electrical power delivered to the liquid. Std 3 %: heater "
         "degradation up to severity ~0.12 (50 %·severity of loss) within 2 std.",
+        low=0.2,
+        high=1.2,
     ),
     Parameter(
         "bearing_rise",
@@ -321,6 +333,8 @@ PARAMETERS: Final = (
         4.0,
         "Bearing temperature rise above ambient at full speed. Std 6.5 %: bearing "
         "degradation up to severity ~0.05 (rise × (1 + 2.5·severity)) within 2 std.",
+        low=10.0,
+        high=200.0,
     ),
 )
 
@@ -333,33 +347,41 @@ INPUTS: Final = (
 )
 
 OUTPUTS: Final = (
-    Output("tank_level", "m", "Tank level above the outlet nozzle."),
-    Output("tank_temp", "degC", "Well-mixed tank temperature."),
-    Output("pump_speed", "rpm", "Pump shaft speed."),
-    Output("pump_flow", "m3/h", "Pump flow into the tank."),
-    Output("outlet_flow", "m3/h", "Flow through the outlet valve."),
-    Output("discharge_pressure", "bar", "Pump discharge pressure (gauge)."),
-    Output("valve_position", "%", "Outlet valve stem position."),
-    Output("heater_power", "kW", "Electrical power drawn by the heater."),
-    Output("motor_current", "A", "Pump motor current."),
-    Output("bearing_temp", "degC", "Pump bearing temperature."),
-    Output("vibration_rms", "mm/s", "Pump vibration, RMS (healthy machine)."),
+    # noise: the transmitter's noise and resolution plus what the model leaves out there;
+    # tolerance: the prediction error at which that output's fidelity score is 0.5.
+    Output("tank_level", "m", "Tank level above the outlet nozzle.", 0.003, 0.02),
+    Output("tank_temp", "degC", "Well-mixed tank temperature.", 0.1, 0.5),
+    Output("pump_speed", "rpm", "Pump shaft speed.", 3.0, 60.0),
+    Output("pump_flow", "m3/h", "Pump flow into the tank.", 0.1, 0.5),
+    Output("outlet_flow", "m3/h", "Flow through the outlet valve.", 0.1, 0.5),
+    Output("discharge_pressure", "bar", "Pump discharge pressure (gauge).", 0.01, 0.07),
+    Output("valve_position", "%", "Outlet valve stem position.", 0.3, 2.0),
+    Output("heater_power", "kW", "Electrical power drawn by the heater.", 0.3, 3.0),
+    # Motor current and vibration carry losses the model does not estimate (pump and
+    # bearing condition): scored, but not used to correct the state.
+    Output("motor_current", "A", "Pump motor current.", None, 0.5),
+    Output("bearing_temp", "degC", "Pump bearing temperature.", 0.2, 2.0),
+    Output("vibration_rms", "mm/s", "Pump vibration, RMS (healthy machine).", None, 0.5),
     Output("pump_demand", "%", "Level loop output: speed demand to the drive."),
     Output("heater_demand", "%", "Temperature loop output: heater power demand."),
 )
 
 _STATE_DECLARATIONS: Final = (
-    ("level", "m", "Tank level."),
-    ("temp", "degC", "Tank temperature."),
-    ("pump_speed", "1", "Pump speed, fraction of maximum."),
-    ("valve_position", "%", "Valve stem position."),
-    ("heater_power", "kW", "Heater electrical power."),
-    ("bearing_temp", "degC", "Bearing temperature."),
-    ("level_pv", "m", "PLC's filtered level PV."),
-    ("temp_pv", "degC", "PLC's filtered temperature PV."),
-    ("level_integral", "%", "PLC level loop integral term."),
-    ("temp_integral", "%", "PLC temperature loop integral term."),
+    # name, unit, description, process noise (units/√s), low, high
+    ("level", "m", "Tank level.", 2e-4, 0.0, TANK_HEIGHT_M),
+    ("temp", "degC", "Tank temperature.", 5e-3, -20.0, 150.0),
+    ("pump_speed", "1", "Pump speed, fraction of maximum.", 2e-3, 0.0, 1.05),
+    ("valve_position", "%", "Valve stem position.", 0.2, 0.0, 100.0),
+    ("heater_power", "kW", "Heater electrical power.", 0.2, 0.0, HEATER_MAX_KW),
+    ("bearing_temp", "degC", "Bearing temperature.", 0.02, -40.0, 250.0),
+    ("level_pv", "m", "PLC's filtered level PV.", 1e-4, 0.0, TANK_HEIGHT_M),
+    ("temp_pv", "degC", "PLC's filtered temperature PV.", 1e-3, -20.0, 150.0),
+    ("level_integral", "%", "PLC level loop integral term.", 0.2, -1000.0, 1000.0),
+    ("temp_integral", "%", "PLC temperature loop integral term.", 0.2, -1000.0, 1000.0),
 )
+"""The process noise says where the model is weakest: the actuators (valve stiction, drive
+and heater behaviour the model simplifies) and the loop integrals (the PLC's scan, which
+the model treats as continuous) move most; the tank's balances are trusted."""
 
 
 def steady_state(
@@ -421,6 +443,39 @@ def steady_state(
     return x
 
 
+def initial_state(measured: Mapping[str, float], u: F64Array, p: F64Array) -> F64Array:
+    """A state consistent with what is measured, for the observer's first estimate.
+
+    Starts from the steady state at the current inputs (or the nominal one, if those
+    inputs have none), puts in the measured tank, actuator and bearing values, lets the
+    PLC's PV filters sit on the measured level and temperature, and gives each loop the
+    integral that makes its output equal the actuator's current position: an unmeasured
+    integral taken from the steady state would make the first prediction kick the pump.
+    """
+    inputs = {name: float(u[i]) for i, name in enumerate(NOMINAL_INPUTS)}
+    try:
+        x = steady_state(**inputs, params=p)
+    except ValueError:
+        x = steady_state(params=p)
+
+    def take(state: int, output: str, scale: float = 1.0) -> None:
+        value = measured.get(output)
+        if value is not None and math.isfinite(value):
+            x[state] = value * scale
+
+    take(LEVEL, "tank_level")
+    take(TEMP, "tank_temp")
+    take(SPEED, "pump_speed", 1.0 / SPEED_MAX_RPM)
+    take(VALVE, "valve_position")
+    take(HEATER, "heater_power")
+    take(BEARING, "bearing_temp")
+    x[LEVEL_PV] = x[LEVEL]
+    x[TEMP_PV] = x[TEMP]
+    x[LEVEL_I] = 100.0 * x[SPEED] - LEVEL_KP * (u[LEVEL_SP] - x[LEVEL])
+    x[TEMP_I] = 100.0 * x[HEATER] / HEATER_MAX_KW - TEMP_KP * (u[TEMP_SP] - x[TEMP])
+    return x
+
+
 def _valve_flow_py(position_pct: float, level: float, cv: float) -> float:
     # The compiled helper called from Python (numba dispatches scalars fine); kept as a
     # function so the steady state cannot disagree with the model.
@@ -432,8 +487,8 @@ def skid_model() -> TwinModel:
     """The skid's model, with the nominal steady state as its initial state."""
     x0 = steady_state()
     states = tuple(
-        Variable(name, unit, float(x0[i]), description)
-        for i, (name, unit, description) in enumerate(_STATE_DECLARATIONS)
+        Variable(name, unit, float(x0[i]), description, noise, low, high)
+        for i, (name, unit, description, noise, low, high) in enumerate(_STATE_DECLARATIONS)
     )
     return TwinModel(
         name="skid",
@@ -444,4 +499,5 @@ def skid_model() -> TwinModel:
         outputs=OUTPUTS,
         rhs=skid_rhs,
         output_fn=skid_outputs,
+        initialise=initial_state,
     )
