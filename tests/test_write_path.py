@@ -92,3 +92,24 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
     ]
     assert "write_value" in calls
+
+
+def test_only_the_gate_constructs_verdicts() -> None:
+    """Invariant 1's other half: a writer that takes only Verdicts is only as strict as the
+    code that can make one. Only gateway.govern.gate calls ``Verdict(...)`` or touches the
+    issuer token (which the Verdict checks on construction)."""
+    offenders = []
+    for name, tree in _sources():
+        if name == "gateway.govern.gate":
+            continue
+        for node in ast.walk(tree):
+            called = isinstance(node, ast.Call) and (
+                (isinstance(node.func, ast.Name) and node.func.id == "Verdict")
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "Verdict")
+            )
+            token = (isinstance(node, ast.Name) and node.id == "_ISSUER") or (
+                isinstance(node, ast.Attribute) and node.attr == "_ISSUER"
+            )
+            if called or token:
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []

@@ -333,6 +333,7 @@ PARAMETERS: Final = (
         4.0,
         "Bearing temperature rise above ambient at full speed. Std 6.5 %: bearing "
         "degradation up to severity ~0.05 (rise × (1 + 2.5·severity)) within 2 std.",
+        drift_s=1800.0,
         low=10.0,
         high=200.0,
     ),

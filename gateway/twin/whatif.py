@@ -98,17 +98,30 @@ def _from_daemon(model: TwinModel, path: Path, now: float) -> StartingPoint | No
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         age = now - float(doc["saved_at"])
-        obs = doc["observer"]
-        if obs["model"] != model.name or not 0 <= age <= DAEMON_STATE_MAX_AGE_S:
+        if not 0 <= age <= DAEMON_STATE_MAX_AGE_S:
             return None
+        return from_snapshot(model, doc["observer"], age)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no daemon, or a file from another version: use the store
+
+
+def from_snapshot(model: TwinModel, obs: Mapping[str, Any], age_s: float) -> StartingPoint:
+    """A starting point from the observer's snapshot (``StateObserver.snapshot()``).
+
+    Raises:
+        ValueError: The snapshot is of another model, incomplete or not finite.
+    """
+    try:
+        if obs["model"] != model.name:
+            raise ValueError(f"the snapshot is of model {obs['model']!r}, not {model.name!r}")
         x = np.array([float(obs["state"][n]) for n in model.state_names])
         u = np.array([float(obs["inputs"][n]) for n in model.input_names])
         p = np.array([float(obs["parameters"][n]) for n in model.parameter_names])
         std = np.array([float(obs["parameter_std"][n]) for n in model.parameter_names])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no daemon, or a file from another version: use the store
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"incomplete twin snapshot: {err}") from err
     if not (np.isfinite(x).all() and np.isfinite(u).all() and np.isfinite(p).all()):
-        return None
+        raise ValueError("the twin snapshot is not finite")
     estimated = set(obs.get("estimated", []))
     declared = model.parameter_std()
     for j, q in enumerate(model.parameters):
@@ -117,7 +130,20 @@ def _from_daemon(model: TwinModel, path: Path, now: float) -> StartingPoint | No
     note = "the running daemon's estimate"
     if estimated:
         note += f" (estimated: {', '.join(sorted(estimated))})"
-    return StartingPoint("daemon", age, x, u, p, std, note)
+    return StartingPoint("daemon", age_s, x, u, p, std, note)
+
+
+def sample_parameters(
+    model: TwinModel, start: StartingPoint, members: int, rng: np.random.Generator
+) -> F64Array:
+    """``members`` parameter vectors around the starting point's, row 0 the point itself;
+    truncated at 3 std and clipped to the parameters' physical bounds."""
+    z = np.clip(rng.standard_normal((members, model.n_parameters)), -3.0, 3.0)
+    params = start.parameters + z * start.parameter_std
+    params[0] = start.parameters
+    low = np.array([q.low for q in model.parameters])
+    high = np.array([q.high for q in model.parameters])
+    return np.ascontiguousarray(np.clip(params, low, high))
 
 
 def _from_store(cfg: GatewayConfig, model: TwinModel, path: Path, now: float) -> StartingPoint:
@@ -229,13 +255,7 @@ def run_whatif(
     u = start.inputs.copy()
     for name, value in changes.items():
         u[model.index("input", name)] = value
-    rng = np.random.default_rng(seed)
-    z = np.clip(rng.standard_normal((members, model.n_parameters)), -3.0, 3.0)
-    params = start.parameters + z * start.parameter_std
-    params[0] = start.parameters
-    low = np.array([q.low for q in model.parameters])
-    high = np.array([q.high for q in model.parameters])
-    params = np.clip(params, low, high)
+    params = sample_parameters(model, start, members, np.random.default_rng(seed))
     n_steps = round(horizon_s / simulator.dt_s)
     if n_steps < 1 or abs(n_steps * simulator.dt_s - horizon_s) > 1e-9 * max(1.0, horizon_s):
         raise WhatIfError(

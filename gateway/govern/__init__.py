@@ -1,0 +1,1 @@
+"""Governance: proposals, the gate that judges them, and the verdicts it issues."""
