@@ -211,7 +211,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     state_dir = Path(args.state_dir or cfg.gateway.state_dir)
     try:
-        changes = parse_changes(cfg, model, args.set or [])
+        changes = parse_changes(cfg, model, _parse_targets(args.set or []))
         start = starting_point(cfg, model, state_dir)
         answer = run_whatif(
             cfg,
@@ -223,7 +223,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             members=args.ensemble or cfg.twin.ensemble,
             seed=cfg.twin.seed,
         )
-    except WhatIfError as err:
+    except (WhatIfError, ValueError) as err:
         print(f"edgetwin simulate: {err}", file=sys.stderr)
         return 2
     if args.json:
@@ -243,6 +243,233 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     assert isinstance(cfg, GatewayConfig)
     _run_until_interrupted(lambda: run_demo(cfg, speed=args.speed, duration_s=args.duration))
     return 0
+
+
+# -- the local control API's commands ----------------------------------------------------
+
+
+def _api_exit_code(err: Exception) -> int:
+    """2 when the gateway (or this command) refused the request as given (4xx, no token);
+    1 when it could not be made or failed on the other side (unreachable, 5xx)."""
+    from gateway.api.client import ApiError, ApiUnreachable
+
+    if isinstance(err, ApiUnreachable) or not isinstance(err, ApiError):
+        return 1
+    if err.status is None or 400 <= err.status < 500:
+        return EXIT_REFUSED
+    return 1
+
+
+def _call_api(args: argparse.Namespace, call: Callable[[Any], Any]) -> tuple[int, Any]:
+    """Run ``call(client)`` against the API the config names; (exit code, result).
+
+    Any failure is printed to stderr here, so a caller prints only a result.
+    """
+    from gateway.api.client import ApiClient, ApiError, resolve_token
+    from gateway.config import GatewayConfig
+
+    cfg = _load_or_exit(args.config)
+    assert isinstance(cfg, GatewayConfig)
+    if cfg.api is None or not cfg.api.enabled:
+        print(
+            f"{args.config}: api: the control API is not enabled; add an [api] section with "
+            "tokens_file (and enabled = true), then restart `edgetwin run`",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED, None
+    try:
+        client = ApiClient(cfg.api.port, resolve_token(args.token, args.token_file))
+        return 0, call(client)
+    except ApiError as err:
+        print(f"edgetwin {args.command}: {err}", file=sys.stderr)
+        return _api_exit_code(err), None
+
+
+def _parse_targets(texts: Sequence[str]) -> dict[str, float]:
+    """``TAG=VALUE`` pairs as absolute targets; ValueError naming the bad one."""
+    import math
+
+    targets: dict[str, float] = {}
+    for text in texts:
+        tag, sep, raw = text.partition("=")
+        tag = tag.strip()
+        if not sep or not tag:
+            raise ValueError(f"--set {text!r}: expected TAG=VALUE, e.g. level_sp=1.8")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"--set {text!r}: {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"--set {text!r}: the value must be a finite number")
+        if tag in targets:
+            raise ValueError(f"--set {text!r}: {tag} is set twice; give each tag once")
+        targets[tag] = value
+    return targets
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    """Print the gate's answer as one JSON object; exit 0 whatever the verdict, because a
+    rejection is an answer, not a failure (a script reads ``decision``)."""
+    import json
+
+    try:
+        targets = _parse_targets(args.set)
+    except ValueError as err:
+        print(f"edgetwin propose: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    code, result = _call_api(args, lambda c: c.propose(targets, args.reason, args.expires_in))
+    if code == 0:
+        print(json.dumps(result, allow_nan=False))
+    return code
+
+
+def _proposal_table(proposals: list[dict[str, Any]], status: str | None) -> str:
+    if not proposals:
+        return f"no {status} proposals" if status else "no proposals"
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, dict):
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
+    rows = [("ID", "STATUS", "DECISION", "PROPOSER", "TARGETS")]
+    for p in proposals:
+        # The governance layer nests the proposal's own record ({"proposal": {"id", ...},
+        # "verdict": {...}}); a flat document is read the same way.
+        inner = p.get("proposal")
+        fields = {**inner, **p} if isinstance(inner, dict) else p
+        verdict = p.get("verdict")
+        decision = p.get("decision") or (
+            verdict.get("decision") if isinstance(verdict, dict) else None
+        )
+        rows.append(
+            (
+                cell(fields.get("proposal_id", fields.get("id"))),
+                cell(p.get("status")),
+                cell(decision),
+                cell(fields.get("proposer")),
+                cell(fields.get("targets")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(f"{c:<{w}}" for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def _cmd_proposals(args: argparse.Namespace) -> int:
+    import json
+
+    code, result = _call_api(args, lambda c: c.proposals(args.status))
+    if code == 0:
+        print(
+            json.dumps(result, allow_nan=False)
+            if args.json
+            else _proposal_table(result, args.status)
+        )
+    return code
+
+
+def _print_api_result(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
+    import json
+
+    code, result = _call_api(args, call)
+    if code == 0:
+        print(json.dumps(result, allow_nan=False))
+    return code
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    return _print_api_result(args, lambda c: c.approve(args.id, args.note))
+
+
+def _cmd_reject(args: argparse.Namespace) -> int:
+    return _print_api_result(args, lambda c: c.reject(args.id, args.reason))
+
+
+def _cmd_resume_autonomy(args: argparse.Namespace) -> int:
+    return _print_api_result(args, lambda c: c.resume_autonomy(args.note))
+
+
+def _cmd_token_add(args: argparse.Namespace) -> int:
+    """Print the new token on stdout (alone, so it can be piped into a file) and what was
+    done on stderr. The token is not stored anywhere; this is the only time it is shown."""
+    from gateway.api.auth import TokenFileError, add_token
+    from gateway.api.ports import Role
+    from gateway.config import GatewayConfig
+
+    path = args.tokens_file
+    if path is None:
+        cfg = _load_or_exit(args.config)
+        assert isinstance(cfg, GatewayConfig)
+        if cfg.api is None:
+            print(
+                f"{args.config}: api: no [api] section to take tokens_file from; pass "
+                "--tokens-file PATH",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        path = cfg.api.tokens_file
+    try:
+        token = add_token(path, args.name, Role(args.role))
+    except TokenFileError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_REFUSED
+    print(token)
+    print(
+        f"added {args.role} token {args.name!r} to {path}; only its hash is stored, so copy "
+        "the token now (the gateway picks the change up without a restart)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _brief(value: object, width: int = 80) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _cmd_audit_show(args: argparse.Namespace) -> int:
+    """Every audit record of one proposal, in order: its whole story on one screen."""
+    import json
+    from datetime import UTC, datetime
+
+    from gateway.errors import StoreError
+    from gateway.store.audit import SqliteAuditTrail
+
+    file = Path(args.file)
+    # Checked first: opening a missing path would create an empty trail there.
+    if not file.is_file():
+        raise StoreError(f"audit trail {file}: no such file (pass --file, e.g. STATE_DIR/audit.db)")
+    with SqliteAuditTrail(file) as trail:
+        records = list(trail.records(proposal_id=args.id))
+    if not records:
+        print(f"{file}: no audit records for proposal {args.id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        for r in records:
+            print(json.dumps({"seq": r.seq, "ts": r.ts, "kind": r.kind, "payload": r.payload}))
+        return 0
+    print(f"proposal {args.id}: {len(records)} audit records in {file}")
+    for r in records:
+        when = datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+        fields = "  ".join(f"{k}={_brief(v)}" for k, v in r.payload.items())
+        print(f"{r.seq:>6}  {when}  {r.kind:<12}  {fields}")
+    return 0
+
+
+def _add_api_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="its [api] port is used")
+    p.add_argument(
+        "--token-file", help="file holding just the token (mode 600); default: $EDGETWIN_TOKEN"
+    )
+    p.add_argument("--token", help="the token itself (visible in `ps`; prefer the other two)")
 
 
 def _run_until_interrupted(main: Callable[[], Coroutine[Any, Any, object]]) -> None:
@@ -316,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit.add_parser("verify", help="recompute the hash chain; exit 2 at the first break")
     v.add_argument("file", nargs="?", default="state/audit.db")
     v.set_defaults(func=_cmd_audit_verify)
+    v = audit.add_parser("show", help="one proposal's whole story, record by record")
+    v.add_argument("id", help="the proposal id")
+    v.add_argument("--file", default="state/audit.db", help="audit database (default: %(default)s)")
+    v.add_argument("--json", action="store_true", help="one JSON object per record")
+    v.set_defaults(func=_cmd_audit_show)
 
     p = sub.add_parser("run", help="run the gateway daemon")
     p.add_argument("--config", default=DEFAULT_CONFIG)
@@ -346,11 +578,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the simulated plant with a scripted fault scenario")
     p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--speed", type=float, default=4.0, help="simulated seconds per wall second")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="simulated seconds per wall second (the twin and detector assume 1)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after N wall seconds")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_cmd_demo)
+    _add_api_parsers(sub)
     return parser
+
+
+def _add_api_parsers(sub: Any) -> None:
+    """The commands that talk to a running gateway's control API, and ``token add``."""
+    p = sub.add_parser(
+        "propose", help="submit a proposal to the running gateway; prints its verdict as JSON"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="TAG=VALUE",
+        help="absolute target of a writable tag (repeatable)",
+    )
+    p.add_argument("--reason", required=True, help="why; shown to approvers, kept in the audit")
+    p.add_argument("--expires-in", type=float, metavar="S", help="default: the gateway's")
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_propose)
+
+    p = sub.add_parser("proposals", help="list the running gateway's proposals")
+    p.add_argument("--status", help="only proposals in this status, e.g. pending")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_proposals)
+
+    p = sub.add_parser("approve", help="approve a pending proposal (it is re-checked first)")
+    p.add_argument("id", help="the proposal id")
+    p.add_argument("--note", default="", help="recorded with the approval")
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_approve)
+
+    p = sub.add_parser("reject", help="reject a pending proposal")
+    p.add_argument("id", help="the proposal id")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_reject)
+
+    p = sub.add_parser(
+        "resume-autonomy", help="re-enable autonomous writes after a read-back/outcome trip"
+    )
+    p.add_argument("--note", required=True, help="what was checked (recorded)")
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_resume_autonomy)
+
+    p = sub.add_parser("token", help="manage the control API's tokens")
+    token = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    t = token.add_parser("add", help="create a token, store its hash, print the token once")
+    t.add_argument("--name", required=True, help="who holds it (recorded as the approver)")
+    t.add_argument("--role", required=True, choices=("viewer", "operator", "engineer"))
+    t.add_argument("--tokens-file", help="default: [api].tokens_file of --config")
+    t.add_argument("--config", default=DEFAULT_CONFIG)
+    t.set_defaults(func=_cmd_token_add)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,10 +27,13 @@ import structlog
 from gateway import __version__
 from gateway.acquire import Acquisition
 from gateway.act.actuator import Actuator
+from gateway.act.setpoints import AutonomyLatch, SetpointExecutor
 from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
+from gateway.control import GovernanceService
 from gateway.detect.predictive import PredictiveAlerts, PredictiveEvent
 from gateway.detect.service import DetectionService, new_boot_id
-from gateway.errors import GatewayError, StoreError, WriteError
+from gateway.errors import ConfigError, GatewayError, StoreError, WriteError
+from gateway.govern.gate import GovernSettings, settings_for
 from gateway.io.modbus_reader import ModbusReader
 from gateway.io.opcua_reader import OpcUaReader
 from gateway.io.ports import LinkState, SampleSink
@@ -39,9 +42,13 @@ from gateway.status import STATUS_FILE, status_document, write_status
 from gateway.store.audit import SqliteAuditTrail
 from gateway.store.historian import SqliteHistorian
 from gateway.store.ports import Sample
+from gateway.store.proposals import SqliteProposalStore
 from gateway.twin.numba_cache import use_cache_dir
 from gateway.twin.runtime import TwinRuntime, TwinTick
 from gateway.twin.whatif import TWIN_STATE_FILE
+
+LATCH_FILE = "autonomy.json"
+"""Whether autonomous writes are suspended (after a failed read-back or outcome check)."""
 
 TWIN_SAVE_EVERY_S = 5.0
 FIDELITY_SAMPLE_EVERY_S = 10.0
@@ -80,6 +87,8 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        govern: GovernSettings | None = None,
+        twin_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.state_dir = state_dir
@@ -98,6 +107,11 @@ class Daemon:
         )
         self.predictive = PredictiveAlerts(id_prefix=f"forecast-{self.boot_id}")
         self.detection: DetectionService | None = None
+        self.govern_settings = govern or settings_for(cfg)
+        self.twin_options = dict(twin_options or {})
+        self.latch = AutonomyLatch.load(state_dir / LATCH_FILE)
+        self.governance: GovernanceService | None = None
+        self.api_state: dict[str, Any] = {"state": "off"}
 
     def progress(self) -> int:
         """Grows while acquisition is alive: samples in, connect attempts, polls, probes."""
@@ -112,6 +126,28 @@ class Daemon:
             max_bytes=int(h.max_mb * 2**20),
         )
         audit = SqliteAuditTrail(self.state_dir / "audit.db")
+        proposals = SqliteProposalStore(self.state_dir / "proposals.db")
+        executor = SetpointExecutor(
+            self.cfg,
+            self.govern_settings,
+            self.actuator.write_setpoint,
+            self.acquisition.snapshot,
+            audit,
+            self.latch,
+            clock=self.clock,
+        )
+        self.governance = GovernanceService(
+            self.cfg,
+            self.govern_settings,
+            self.acquisition.snapshot,
+            lambda: self.twin,
+            executor,
+            audit,
+            proposals,
+            alerts=self._active_alerts,
+            boot_id=self.boot_id,
+            clock=self.clock,
+        )
         self.detection = DetectionService(
             self.cfg,
             self.acquisition,
@@ -143,14 +179,19 @@ class Daemon:
                 if self.cfg.twin is not None:
                     tg.create_task(self._twin_loop(historian, audit), name="twin")
                 tg.create_task(self.detection.run(), name="detect")
+                if self.cfg.api is not None and self.cfg.api.enabled:
+                    tg.create_task(self._api_loop(), name="api")
         finally:
             self.notifier.send("STOPPING=1")
             # A stopped daemon must not look running to `edgetwin status`.
             (self.state_dir / STATUS_FILE).unlink(missing_ok=True)
             self._final_flush(historian)
+            if self.governance is not None:
+                await self.governance.close()
             audit.append("shutdown", {"gateway": self.cfg.gateway.name})
             historian.close()
             audit.close()
+            proposals.close()
             log.info("daemon_stopped")
 
     # -- tasks ---------------------------------------------------------------------------
@@ -249,6 +290,8 @@ class Daemon:
                 "heartbeats_written": self.actuator.heartbeats_written,
                 "twin": self._twin_status(),
                 "detect": self.detection.status() if self.detection else {"state": "off"},
+                "govern": self._govern_status(),
+                "api": self.api_state,
             }
             doc = status_document(self.cfg, self.acquisition.snapshot(), links, extra, now)
             try:
@@ -284,7 +327,7 @@ class Daemon:
             self.twin_state = {"state": "failed", "error": str(err)}
             log.error("twin_failed", error=str(err))
             return
-        self.twin = TwinRuntime(self.cfg, model, simulator)
+        self.twin = TwinRuntime(self.cfg, model, simulator, **self.twin_options)
         self.twin_state = {"state": "running"}
         log.info("twin_ready", model=model.name, warm_up_s=round(time.monotonic() - started, 2))
         next_save = next_sample = 0.0
@@ -347,6 +390,55 @@ class Daemon:
             await asyncio.to_thread(_write_json_atomically, path, document)
         except OSError as err:
             log.error("twin_state_write_failed", error=str(err))
+
+    async def _api_loop(self) -> None:
+        """Serve the local control API until cancelled.
+
+        Without it nobody can approve or propose, but acquisition, the heartbeat and the
+        twin still matter: a missing tokens file or a taken port is logged and shown in
+        the status (with the fix), and the daemon goes on.
+        """
+        from gateway.api.auth import TokenFile
+        from gateway.api.server import ApiServer
+
+        assert self.cfg.api is not None
+        assert self.governance is not None
+        try:
+            tokens = await asyncio.to_thread(TokenFile, self.cfg.api.tokens_file)
+        except ConfigError as err:
+            self.api_state = {"state": "disabled", "error": "; ".join(err.problems)}
+            log.error("api_disabled", problems=err.problems)
+            return
+        try:
+            async with ApiServer(self.governance, tokens, self.cfg.api.port) as api:
+                self.api_state = {"state": "listening", "url": api.url}
+                log.info("api_listening", url=api.url)
+                await asyncio.Event().wait()
+        except OSError as err:
+            self.api_state = {"state": "disabled", "error": str(err)}
+            log.error("api_disabled", error=str(err))
+
+    def _active_alerts(self) -> list[dict[str, Any]]:
+        detect = self.detection.status().get("active", []) if self.detection else []
+        forecasts = [e.to_record() for e in self.predictive.active.values()]
+        return [{"kind": "anomaly", **a} for a in detect] + [
+            {"kind": "forecast", **f} for f in forecasts
+        ]
+
+    def _govern_status(self) -> dict[str, Any]:
+        latch = self.latch.to_record()
+        pending = []
+        if self.governance is not None:
+            try:
+                pending = [d["proposal"]["id"] for d in self.governance.store.all("pending")]
+            except StoreError as err:
+                log.error("proposal_store_failed", error=str(err))
+        return {
+            "configured": self.cfg.gateway.autonomy,
+            "effective": self.latch.effective(self.cfg.gateway.autonomy),
+            "suspended": latch,
+            "pending": pending,
+        }
 
     def _residual_features(self) -> dict[str, float]:
         return {} if self.twin is None else self.twin.residual_features()

@@ -1,10 +1,15 @@
 """``edgetwin demo``: the simulated skid with a scripted fault scenario, shown live.
 
-Today the gateway side is the L0 passive twin: the real daemon (both readers, the live
-table, the historian, the audit trail, the heartbeat) runs against the plant, and the
-terminal shows the gateway's own view of the signals, so each injected fault is seen the
-way the twin and the detector will later see it. Later issues put the twin, the agent and
-the gate in this loop.
+The real daemon runs against the plant: both readers, the live table, the historian, the
+audit trail, the heartbeat, the twin (observer, fidelity, forecasts) and the anomaly
+detector. The terminal shows the gateway's own view of the signals, the twin's fidelity,
+and every alert and forecast as it is raised, so each injected fault is seen the way the
+gateway sees it. Later issues put the agent and the gate in this loop.
+
+The plant runs in real time by default: the twin and the detector step once a second of
+wall time and assume the process does the same (``--speed`` above 1 is for watching the
+plant only; the twin's fidelity then drops, honestly, because the plant runs faster than
+the model believes).
 """
 
 from __future__ import annotations
@@ -71,10 +76,38 @@ def _row(daemon: Daemon) -> str:
     return "  ".join(cells) + (f"  DOWN: {', '.join(down)}" if down else "")
 
 
+def _twin_cell(daemon: Daemon) -> str:
+    if daemon.twin is None:
+        return f"twin: {daemon.twin_state.get('state')}"
+    fidelity = daemon.twin.status().get("fidelity") or {}
+    score = fidelity.get("score")
+    if score is None:
+        return "twin fidelity: (scoring)"
+    weakest = f", weakest {fidelity['weakest']}" if not fidelity.get("trusted") else ""
+    return f"twin fidelity {score:.2f}{weakest}"
+
+
+def _new_alerts(daemon: Daemon, seen: set[str]) -> list[str]:
+    """Alerts (anomaly and forecast) raised since the last look, as lines to print."""
+    lines = []
+    detect = daemon.detection.status() if daemon.detection is not None else {}
+    for alert in detect.get("active") or []:
+        key = f"{alert.get('alert_id')}:{alert.get('message')}"
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"  ALERT {alert.get('alert_id')}: {alert.get('message')}")
+    for event in daemon.predictive.active.values():
+        key = f"{event.alert_id}:{event.message}"
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"  FORECAST {event.alert_id}: {event.message}")
+    return lines
+
+
 async def run_demo(
     cfg: GatewayConfig,
     *,
-    speed: float = 4.0,
+    speed: float = 1.0,
     duration_s: float | None = None,
     opcua_port: int | None = None,
     modbus_port: int | None = None,
@@ -102,6 +135,7 @@ async def run_demo(
         print(f"speed x{speed:g}; every write the plant receives goes to {write_log}")
         print(f"gateway state (historian, audit trail, status) in {state}/")
         pending = list(scenario)
+        seen: set[str] = set()
         started = time.monotonic()
         async with asyncio.TaskGroup() as tg:
             gateway = tg.create_task(daemon.run(), name="gateway")
@@ -113,7 +147,9 @@ async def run_demo(
                     else:
                         rt.inject_fault(step.fault, step.severity)
                     print(f"\n[t={rt.plant.time:6.0f} s] {step.note}")
-                print(f"[t={rt.plant.time:6.0f} s] {_row(daemon)}")
+                print(f"[t={rt.plant.time:6.0f} s] {_row(daemon)}  {_twin_cell(daemon)}")
+                for line in _new_alerts(daemon, seen):
+                    print(line)
                 await asyncio.sleep(print_every_s)
             gateway.cancel()
         print(

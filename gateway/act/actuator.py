@@ -30,6 +30,7 @@ class Actuator:
         self._writer = PointWriter(cfg, readers, allowed_signals(cfg))
         self._counter = 0
         self.heartbeats_written = 0
+        self._setpoints = frozenset(w.signal for w in cfg.writable.values())
 
     async def beat(self) -> int:
         """Write the next heartbeat value; raise WriteError if there is no heartbeat or it fails."""
@@ -40,6 +41,13 @@ class Actuator:
         self._counter = value
         self.heartbeats_written += 1
         return value
+
+    async def write_setpoint(self, signal: str, value: float) -> None:
+        """Write a declared setpoint's signal. Called only by the setpoint executor, which
+        holds a fitting Verdict; the heartbeat is not a setpoint and cannot go this way."""
+        if signal not in self._setpoints:
+            raise WriteError(f"{signal}: not a declared writable setpoint")
+        await self._writer.write(signal, value)
 
 
 def allowed_signals(cfg: GatewayConfig) -> frozenset[str]:

@@ -7,8 +7,10 @@ Nothing here adjusts a value: a contradiction refuses the whole file.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from gateway.config.addresses import (
     REGISTER_COUNT,
@@ -32,6 +34,7 @@ def crosscheck(cfg: GatewayConfig) -> list[Problem]:
         *_check_risk(cfg),
         *_check_twin(cfg),
         *_check_detect(cfg),
+        *_check_api(cfg),
     ]
 
 
@@ -260,4 +263,40 @@ def _check_detect(cfg: GatewayConfig) -> Iterator[Problem]:
             yield (
                 f"detect.signals.{role}",
                 f"unknown signal {signal!r}; declared: {_names(cfg.signal)}",
+            )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _source_port(source: OpcUaSource | ModbusSource) -> tuple[str | None, int | None]:
+    if isinstance(source, ModbusSource):
+        return source.host, source.port if source.transport == "tcp" else None
+    try:
+        split = urlsplit(source.endpoint)
+        return split.hostname, split.port or 4840
+    except ValueError:
+        return None, None
+
+
+def _check_api(cfg: GatewayConfig) -> Iterator[Problem]:
+    """The API listens on 127.0.0.1:port; a source served on that same loopback port (the
+    simulated plant, a local PLC runtime) means one of the two cannot start."""
+    if cfg.api is None or not cfg.api.enabled:
+        return
+    for name, source in cfg.source.items():
+        host, port = _source_port(source)
+        if port == cfg.api.port and _is_loopback(host):
+            yield (
+                "api.port",
+                f"port {cfg.api.port} is already used by source {name!r} on {host}; "
+                "choose another port for the API",
             )

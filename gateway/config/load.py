@@ -24,8 +24,9 @@ from gateway.errors import ConfigError
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate ``path``; raise ConfigError listing every problem found.
 
-    Relative file paths inside the config (the anomaly model's) are taken from the config
-    file's directory, so the same file works from any working directory.
+    Relative file paths inside the config (the anomaly model's, the API's tokens file) are
+    taken from the config file's directory, so the same file works from any working
+    directory.
     """
     shown = str(path)
     try:

@@ -352,6 +352,39 @@ class DetectSection(Strict):
         return str(Path(self.model).with_suffix(".json"))
 
 
+#: The only address the control API listens on. Not configurable: see ``ApiSection``.
+API_HOST = "127.0.0.1"
+
+
+class ApiSection(Strict):
+    """The local control API (``gateway.api.server``): where it listens, whose tokens it takes.
+
+    There is no ``host`` key, on purpose. The API can submit and approve setpoint changes,
+    and its only protection is a bearer token sent in clear text over plain HTTP. On the
+    loopback interface nobody off the box can reach it or sniff a token; on any other
+    interface anyone on the plant network could. Remote access goes through something that
+    encrypts and authenticates the hop (``ssh -L 8484:127.0.0.1:8484 box``), not through
+    a setting someone can flip to ``0.0.0.0``.
+
+    No ``[api]`` table, no API: nothing listens that the file does not ask for (as with
+    ``[detect]``). ``enabled = false`` keeps the table but turns the API off.
+
+    ``tokens_file`` is a path; a relative one is taken from the config file's directory,
+    as the anomaly model's is. The file holds token hashes and roles (see
+    ``gateway.api.auth``); it must be readable only by the service (mode 0600).
+    """
+
+    enabled: bool = True
+    # 0 ("any free port") is not allowed: the CLI finds the API through this number.
+    port: Annotated[int, Field(ge=1, le=65535)] = 8484
+    tokens_file: Annotated[str, Field(min_length=1)]
+
+    @field_validator("tokens_file")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_path(value, info)
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -366,3 +399,4 @@ class GatewayConfig(Strict):
     historian: HistorianSection = HistorianSection()
     twin: TwinSection | None = None
     detect: DetectSection | None = None
+    api: ApiSection | None = None

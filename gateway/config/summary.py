@@ -10,7 +10,14 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from gateway.config.schema import DetectSection, GatewayConfig, ModbusSource, OpcUaSource
+from gateway.config.schema import (
+    API_HOST,
+    ApiSection,
+    DetectSection,
+    GatewayConfig,
+    ModbusSource,
+    OpcUaSource,
+)
 
 
 def _num(value: float) -> str:
@@ -45,6 +52,13 @@ def _detect_lines(detect: DetectSection | None) -> list[str]:
             )
         )
     return lines
+
+
+def _api_line(api: ApiSection | None) -> str:
+    if api is None:
+        return "api         none: no local control API (edgetwin propose/approve cannot reach it)"
+    state = "" if api.enabled else "OFF (enabled = false); "
+    return f"api         {state}http://{API_HOST}:{api.port}, tokens from {_path(api.tokens_file)}"
 
 
 def summarize(cfg: GatewayConfig, shown: str) -> str:
@@ -108,5 +122,7 @@ def summarize(cfg: GatewayConfig, shown: str) -> str:
         lines.append(f"heartbeat   {cfg.heartbeat.signal} every {_num(cfg.heartbeat.interval_s)} s")
     else:
         lines.append("heartbeat   none: the PLC cannot tell if the gateway dies")
+    # Before detect: check-config prints the loaded model's line right after the summary.
+    lines.append(_api_line(cfg.api))
     lines.extend(_detect_lines(cfg.detect))
     return "\n".join(lines)

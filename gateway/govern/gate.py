@@ -24,9 +24,11 @@ proposal's content hash and expires.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -90,12 +92,24 @@ class GovernSettings:
         ramp_interval_s: Time between the writes of a ramp.
         verdict_ttl_s: How long an "execute" verdict may wait before it is void.
         default_expiry_s: A proposal's life when the proposer gives none.
+        outcome_check_s: How long after the last write the plant's response is compared
+            with the prediction.
+        conflict: A second open proposal on a tag: "reject" it, or "replace" the first.
     """
 
     remote_signal: str | None = "remote_mode"
     ramp_interval_s: float = 2.0
     verdict_ttl_s: float = 30.0
     default_expiry_s: float = 900.0
+    outcome_check_s: float = 120.0
+    conflict: Literal["reject", "replace"] = "reject"
+
+
+def settings_for(cfg: GatewayConfig, **overrides: Any) -> GovernSettings:
+    """The settings for this config: the remote-mode check only where the signal exists."""
+    remote = GovernSettings.remote_signal
+    base = GovernSettings(remote_signal=remote if remote in cfg.signal else None)
+    return replace(base, **overrides)
 
 
 @dataclass(frozen=True)
@@ -279,12 +293,13 @@ def evaluate(
     proposal: Proposal,
     view: PlantView,
     *,
-    recheck_of: Verdict | None = None,
+    recheck_of: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Judge ``proposal`` against ``view``; never raises for a bad proposal or bad data
     (those are reject verdicts), only for a bug.
 
-    With ``recheck_of`` (the verdict an approval was given on), this is the re-check
+    With ``recheck_of`` (the record of the verdict an approval was given on, as
+    :meth:`Verdict.to_record` made it and the store kept it), this is the re-check
     just before writing: every step runs again on current values, except that the
     autonomy and risk decision of the original verdict stands (the humans have approved
     it), and the result is EXECUTE or REJECT.
@@ -310,7 +325,7 @@ def evaluate(
         not rejected
         and recheck_of is not None
         and run.escalate
-        and not any(c.code in _ESCALATING for c in recheck_of.checks)
+        and not any(c.get("code") in _ESCALATING for c in recheck_of.get("checks", []))
     ):
         # The approvers saw a trusted twin; it is not trusted any more.
         run.fail(
@@ -340,16 +355,14 @@ def evaluate(
         fidelity=fidelity,
         issued_at=view.now,
         expires_at=expires,
-        recheck_of=None if recheck_of is None else _verdict_key(recheck_of),
+        recheck_of=None if recheck_of is None else record_key(recheck_of),
         _issuer=_ISSUER,
     )
 
 
-def _verdict_key(verdict: Verdict) -> str:
-    import hashlib
-    import json
-
-    canonical = json.dumps(verdict.to_record(), sort_keys=True, separators=(",", ":"))
+def record_key(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a verdict record's canonical JSON: what a re-check points back to."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

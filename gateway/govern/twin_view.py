@@ -105,7 +105,6 @@ def twin_view(
     """The gate's view of ``runtime`` now (None without a twin)."""
     if runtime is None or cfg.twin is None:
         return None
-    twin = cfg.twin
     now = time.time() if now is None else now
     snapshot = runtime.snapshot()
     status = runtime.status()
@@ -120,26 +119,51 @@ def twin_view(
                 tracking = True
             except ValueError:
                 start = None
-    generator = rng if rng is not None else np.random.default_rng()
-    bounds = envelope_bounds(cfg, runtime.model)
+    return view_from_start(
+        cfg,
+        runtime.model,
+        runtime.simulator,
+        start,
+        fidelity=None if fidelity is None else float(fidelity),
+        tracking=tracking,
+        rng=rng if rng is not None else np.random.default_rng(),
+    )
+
+
+def view_from_start(
+    cfg: GatewayConfig,
+    model: TwinModel,
+    simulator: Simulator,
+    start: StartingPoint | None,
+    *,
+    fidelity: float | None,
+    tracking: bool,
+    rng: np.random.Generator,
+    members: int | None = None,
+) -> TwinView:
+    """A twin view that simulates from ``start`` (None: every simulation fails, so the gate
+    rejects), with the config's ensemble (or ``members``), horizon and envelope."""
+    assert cfg.twin is not None
+    twin = cfg.twin
+    bounds = envelope_bounds(cfg, model)
 
     def simulate(ramps: Mapping[str, Sequence[RampStep]]) -> SimulationResult:
         if start is None:
             raise ValueError("the twin has no current estimate")
         return simulate_ramps(
-            runtime.model,
-            runtime.simulator,
+            model,
+            simulator,
             start,
             ramps,
-            members=twin.ensemble,
+            members=members or twin.ensemble,
             horizon_s=twin.horizon_s,
             bounds=bounds,
-            rng=generator,
+            rng=rng,
         )
 
     return TwinView(
         tracking=tracking,
-        fidelity=None if fidelity is None else float(fidelity),
+        fidelity=fidelity,
         fidelity_threshold=twin.fidelity_threshold,
         input_of_signal={signal: name for name, signal in twin.inputs.items()},
         output_of_signal={signal: name for name, signal in twin.outputs.items()},

@@ -99,6 +99,9 @@ class TwinRuntime:
         model: The configured model (``build_twin``'s).
         simulator: Its simulator (``build_twin``'s).
         seed: Seeds the ensemble's parameter samples (default: ``twin.seed``).
+        predict_every_s: How often look-ahead predictions are recorded for the fidelity.
+        fidelity_min_samples: Scored predictions a (output, look-ahead) pair needs before
+            it counts (fewer: fidelity unknown, so not trusted).
     """
 
     def __init__(
@@ -108,6 +111,8 @@ class TwinRuntime:
         simulator: Simulator,
         *,
         seed: int | None = None,
+        predict_every_s: float = PREDICT_EVERY_S,
+        fidelity_min_samples: int = 10,
     ) -> None:
         if cfg.twin is None:
             raise ValueError("the config has no [twin] section")
@@ -128,7 +133,13 @@ class TwinRuntime:
             if o.tolerance is not None and o.name in self.output_signals
         }
         self.lookaheads_s = tuple(sorted(twin.lookahead_s))
-        self.fidelity = FidelityTracker(tolerances, self.lookaheads_s, twin.fidelity_threshold)
+        self.fidelity = FidelityTracker(
+            tolerances,
+            self.lookaheads_s,
+            twin.fidelity_threshold,
+            min_samples=fidelity_min_samples,
+        )
+        self.predict_every_s = predict_every_s
         signal_to_output = {signal: name for name, signal in self.output_signals.items()}
         self.limits: dict[str, tuple[float | None, float | None]] = {
             signal_to_output[signal]: (bound.low, bound.high)
@@ -192,10 +203,10 @@ class TwinRuntime:
             self.counters.last_restart = step.reason
             # Predictions made from the abandoned estimate say nothing about the model.
             self.fidelity.discard_pending(f"observer restarted: {step.reason}")
-            self._next_predict = now + PREDICT_EVERY_S
+            self._next_predict = now + self.predict_every_s
 
         if now >= self._next_predict and self.observer.initialised:
-            self._next_predict = now + PREDICT_EVERY_S
+            self._next_predict = now + self.predict_every_s
             self._record_predictions(now, u)
 
         forecasts: tuple[Crossing, ...] | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -66,6 +66,20 @@ class StartingPoint:
     parameters: F64Array
     parameter_std: F64Array
     note: str
+
+
+def nominal_start(model: TwinModel) -> StartingPoint:
+    """The model's nominal initial state, inputs and parameters (for benchmarks and tests
+    that need a twin without a plant)."""
+    return StartingPoint(
+        "nominal",
+        0.0,
+        model.initial_state(),
+        model.input_vector(),
+        model.parameter_vector(),
+        model.parameter_std(),
+        "the model's nominal steady state",
+    )
 
 
 @dataclass(frozen=True)
@@ -197,16 +211,15 @@ def _from_store(cfg: GatewayConfig, model: TwinModel, path: Path, now: float) ->
 
 
 def parse_changes(
-    cfg: GatewayConfig, model: TwinModel, settings: Sequence[str]
+    cfg: GatewayConfig, model: TwinModel, targets: Mapping[str, float]
 ) -> dict[str, float]:
-    """``["level_sp=1.8", ...]`` → ``{model input: value}``.
+    """``{tag or input: value}`` (as the CLI parsed ``--set``) → ``{model input: value}``.
 
     A name is a writable tag (``[writable.*]``) whose signal drives a model input, or a
     model input's own name.
 
     Raises:
-        WhatIfError: Malformed, unknown, or not a finite number (the message lists the
-            names that are accepted).
+        WhatIfError: An unknown name (the message lists the names that are accepted).
     """
     assert cfg.twin is not None
     by_signal = {signal: name for name, signal in cfg.twin.inputs.items()}
@@ -216,22 +229,12 @@ def parse_changes(
     for name in model.input_names:
         accepted.setdefault(name, name)
     changes: dict[str, float] = {}
-    for item in settings:
-        tag, sep, text = item.partition("=")
-        tag = tag.strip()
-        if not sep or not tag:
-            raise WhatIfError(f"--set {item!r}: write TAG=VALUE, e.g. --set level_sp=1.8")
+    for tag, value in targets.items():
         if tag not in accepted:
             raise WhatIfError(
-                f"--set {item!r}: {tag!r} is neither a writable tag nor a twin input; "
+                f"--set {tag}={value:g}: {tag!r} is neither a writable tag nor a twin input; "
                 f"use one of: {', '.join(sorted(accepted))}"
             )
-        try:
-            value = float(text)
-        except ValueError:
-            raise WhatIfError(f"--set {item!r}: {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise WhatIfError(f"--set {item!r}: the value must be a finite number")
         changes[accepted[tag]] = value
     return changes
 

@@ -10,13 +10,13 @@ import pytest
 
 from gateway.config.schema import GatewayConfig
 from gateway.govern.gate import PlantView, TwinView
-from gateway.govern.twin_view import envelope_bounds, simulate_ramps
+from gateway.govern.twin_view import view_from_start
 from gateway.plantsim.plant import Plant
 from gateway.signals import Quality, SignalValue
 from gateway.twin.integrate import Simulator
 from gateway.twin.model import TwinModel
-from gateway.twin.skid import skid_model, steady_state
-from gateway.twin.whatif import StartingPoint
+from gateway.twin.skid import skid_model
+from gateway.twin.whatif import nominal_start
 from tests.support import skid_config
 
 NOW = 1_800_000_000.0
@@ -65,34 +65,16 @@ def twin(model: TwinModel, simulator: Simulator) -> TwinFactory:
         tracking: bool = True,
         members: int = 8,
     ) -> TwinView:
-        assert cfg.twin is not None
-        start = StartingPoint(
-            "daemon",
-            0.0,
-            steady_state(),
-            model.input_vector(),
-            model.parameter_vector(),
-            model.parameter_std(),
-            "nominal steady state",
-        )
-        bounds = envelope_bounds(cfg, model)
-        rng = np.random.default_rng(7)
-        return TwinView(
-            tracking=tracking,
+        start = nominal_start(model)
+        return view_from_start(
+            cfg,
+            model,
+            simulator,
+            start,
             fidelity=fidelity,
-            fidelity_threshold=cfg.twin.fidelity_threshold,
-            input_of_signal={s: n for n, s in cfg.twin.inputs.items()},
-            output_of_signal={s: n for n, s in cfg.twin.outputs.items()},
-            simulate=lambda ramps: simulate_ramps(
-                model,
-                simulator,
-                start,
-                ramps,
-                members=members,
-                horizon_s=cfg.twin.horizon_s,  # type: ignore[union-attr]
-                bounds=bounds,
-                rng=rng,
-            ),
+            tracking=tracking,
+            rng=np.random.default_rng(7),
+            members=members,
         )
 
     return make

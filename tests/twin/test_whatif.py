@@ -118,7 +118,7 @@ def test_an_old_daemon_estimate_is_not_used(
     ("setting", "message"),
     [
         ("pump_speed=3", "neither a writable tag nor a twin input; use one of:"),
-        ("level_sp", "write TAG=VALUE"),
+        ("level_sp", "expected TAG=VALUE"),
         ("level_sp=high", "'high' is not a number"),
         ("level_sp=nan", "finite"),
     ],
