@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install models test check lint typecheck pytest demo plant bench clean
+.PHONY: install models test check lint typecheck pytest demo plant bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ demo: install models
 
 plant: install
 	$(BIN)/edgetwin plant --config config/skid.toml --opcua-port 4840 --modbus-port 5020 --write-log plant-writes.jsonl
+
+# The governance property test with many more examples than CI runs (nightly-style).
+soak: install
+	EDGETWIN_SOAK_EXAMPLES=$${EDGETWIN_SOAK_EXAMPLES:-25} EDGETWIN_SOAK_STEPS=$${EDGETWIN_SOAK_STEPS:-25} \
+		$(BIN)/pytest -q -p no:logging tests/test_governance_property.py --hypothesis-show-statistics
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
