@@ -224,6 +224,7 @@ class GovernanceService:
             autonomy=self.latch.effective(self.cfg.gateway.autonomy),
             last_writes=dict(self.executor.last_writes),
             twin=twin_view(self.cfg, self._twin(), now=now),
+            in_flight=self.executor.to_come(now),
         )
 
     # ------------------------------------------------------------------ approving

@@ -35,6 +35,7 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import StoreError, WriteError
 from gateway.govern.gate import Decision, GovernSettings, Verdict, interlock_violations
 from gateway.govern.proposal import Proposal
+from gateway.govern.ramp import RampStep
 from gateway.signals import SignalValue
 
 log = structlog.get_logger("gateway.act")
@@ -187,6 +188,7 @@ class SetpointExecutor:
         self.readback_timeout_s = readback_timeout_s
         self.last_writes: dict[str, float] = {}
         """Tag -> unix time of the gateway's last write of it (the gate's rate input)."""
+        self._to_come: dict[str, list[tuple[float, float]]] = {}
         self._lock = asyncio.Lock()
 
     async def execute(self, proposal: Proposal, verdict: Verdict) -> ExecutionResult:
@@ -220,6 +222,35 @@ class SetpointExecutor:
             key=lambda item: (item[0], item[1]),
         )
         started = self._clock()
+        for offset, tag, value in steps:
+            self._to_come.setdefault(tag, []).append((started + offset, value))
+        try:
+            await self._write_steps(proposal, steps, started, result)
+        finally:
+            for tag in proposal.tags:
+                self._to_come.pop(tag, None)
+        result.finished_at = self._clock()
+        if result.status == "failed":
+            assert result.reason is not None
+            self.latch.suspend(f"{proposal.id}: {result.reason}", result.finished_at)
+            await self._record(
+                "autonomy_suspended", proposal, {"reason": result.reason, **self.latch.to_record()}
+            )
+            log.error(
+                "write_failed_autonomy_suspended", proposal_id=proposal.id, reason=result.reason
+            )
+        elif result.status == "aborted":
+            log.warning("write_aborted", proposal_id=proposal.id, reason=result.reason)
+        await self._record("write_done", proposal, result.to_record())
+        return result
+
+    async def _write_steps(
+        self,
+        proposal: Proposal,
+        steps: list[tuple[float, str, float]],
+        started: float,
+        result: ExecutionResult,
+    ) -> None:
         for k, (offset, tag, value) in enumerate(steps, start=1):
             due = started + offset
             interval_due = self.last_writes.get(tag, -math.inf) + self.settings.ramp_interval_s
@@ -242,25 +273,23 @@ class SetpointExecutor:
             written_at = self._clock()
             self.last_writes[tag] = written_at
             result.writes.append((tag, value, written_at))
+            queue = self._to_come.get(tag)
+            if queue:
+                queue.pop(0)
             readback = await self._read_back(tag, value, written_at)
             await self._record("readback", proposal, {**step, **readback})
             if not readback["ok"]:
                 result.status, result.reason = "failed", readback["message"]
                 break
-        result.finished_at = self._clock()
-        if result.status == "failed":
-            assert result.reason is not None
-            self.latch.suspend(f"{proposal.id}: {result.reason}", result.finished_at)
-            await self._record(
-                "autonomy_suspended", proposal, {"reason": result.reason, **self.latch.to_record()}
-            )
-            log.error(
-                "write_failed_autonomy_suspended", proposal_id=proposal.id, reason=result.reason
-            )
-        elif result.status == "aborted":
-            log.warning("write_aborted", proposal_id=proposal.id, reason=result.reason)
-        await self._record("write_done", proposal, result.to_record())
-        return result
+
+    def to_come(self, now: float) -> dict[str, tuple[RampStep, ...]]:
+        """Tag -> the writes still to come of the execution in progress (offsets from
+        ``now``), for the gate to simulate a new proposal together with them."""
+        return {
+            tag: tuple(RampStep(max(0.0, at - now), value) for at, value in queue)
+            for tag, queue in self._to_come.items()
+            if queue
+        }
 
     def _pre_write_problem(self, tag: str, value: float) -> str | None:
         """The per-write checks on live values: current value good, remote, interlocks."""

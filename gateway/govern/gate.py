@@ -170,6 +170,9 @@ class PlantView:
             while autonomy is suspended after a failed read-back or outcome check).
         last_writes: Tag -> unix time the gateway last wrote it (for the rate limit).
         twin: The twin, or None when there is none (then nothing can pass).
+        in_flight: Tag -> the writes still to come of proposals being executed now
+            (offsets from ``now``): a proposal is simulated together with them, so two
+            changes approved at the same time are judged as the plant will get them.
     """
 
     now: float
@@ -177,6 +180,7 @@ class PlantView:
     autonomy: str
     last_writes: Mapping[str, float]
     twin: TwinView | None
+    in_flight: Mapping[str, tuple[RampStep, ...]] = field(default_factory=dict)
 
 
 _ISSUER: Final = object()
@@ -554,6 +558,22 @@ def _simulation(run: _Run) -> None:
             )
             return
         ramps[model_input] = plan
+    together = []
+    for tag, steps in run.view.in_flight.items():
+        if tag in run.plan or not steps:
+            continue
+        model_input = twin.input_of_signal.get(cfg.writable[tag].signal)
+        if model_input is not None:
+            ramps[model_input] = steps
+            together.append(tag)
+    if together:
+        run.add(
+            "simulation",
+            "with_in_flight",
+            True,
+            f"simulated together with the writes still to come of {', '.join(together)}",
+            tags=together,
+        )
     try:
         result = twin.simulate(ramps)
     except (ValueError, FloatingPointError) as err:

@@ -170,3 +170,20 @@ async def test_no_write_without_a_fitting_execute_verdict(
     assert result.status == "refused"
     assert plc.writes == []
     assert [k for k, _ in audit.records] == ["write_refused"]
+
+
+async def test_the_writes_still_to_come_are_published_while_ramping(
+    plant_table: dict[str, SignalValue], twin: TwinFactory
+) -> None:
+    """What the gate simulates a concurrent proposal with: the remaining steps, shrinking
+    as they are written, and nothing once the ramp is done."""
+    cfg, p, verdict = prepared(plant_table, twin, {"level_sp": 1.7})
+    table, clock, audit, latch = dict(plant_table), [NOW], Audit(), AutonomyLatch()
+    plc = Plc(table, clock)
+    ex = executor(cfg, table, plc, clock, audit, latch)
+    seen: list[int] = []
+    plc.hooks.append(lambda _plc: seen.append(len(ex.to_come(clock[0]).get("level_sp", ()))))
+    await ex.execute(p, verdict)
+    n = len(verdict.plan["level_sp"])
+    assert seen == list(range(n, 0, -1))  # each write still counts itself while in flight
+    assert ex.to_come(clock[0]) == {}

@@ -3,6 +3,7 @@ rejected and why; and a property test attacking it with random proposals and pla
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ from gateway.govern.gate import (
     interlock_violations,
 )
 from gateway.govern.proposal import Proposal, ProposalError
-from gateway.govern.ramp import ramp_rate_ok
+from gateway.govern.ramp import plan_ramp, ramp_rate_ok
 from gateway.signals import Quality, SignalValue
 from tests.govern.conftest import NOW, TwinFactory, config, view
 
@@ -446,3 +447,22 @@ def _assert_admissible(cfg, p: Proposal, v: PlantView, verdict: Verdict) -> None
         if any(cfg.writable[t].risk in cfg.risk.two_approvers for t in p.tags):
             assert verdict.approvals_required == 2
     assert np.isfinite(verdict.issued_at)
+
+
+def test_a_proposal_is_simulated_together_with_the_writes_still_to_come(
+    plant_table: dict[str, SignalValue], twin: TwinFactory
+) -> None:
+    """Alone, raising the level 0.1 m passes; while another proposal is still ramping the
+    level setpoint to 1.7 m (tank envelope tightened to 1.75 m with margin 0.1), the
+    temperature change that comes with it is judged on the plant both will make, and the
+    twin sees the level leave its envelope."""
+    cfg = config("L4", edits=(("high = 2.7\nmargin = 0.1", "high = 1.75\nmargin = 0.1"),))
+    alone = evaluate(cfg, SETTINGS, proposal({"temp_sp": 46.0}), view(cfg, plant_table, twin(cfg)))
+    assert alone.decision is Decision.EXECUTE, codes(alone)
+    ramp = plan_ramp(1.5, 1.7, max_rate_up=0.02, max_rate_down=0.02, interval_s=2.0)
+    busy = view(cfg, plant_table, twin(cfg))
+    busy = dataclasses.replace(busy, in_flight={"level_sp": ramp})
+    together = evaluate(cfg, SETTINGS, proposal({"temp_sp": 46.0}), busy)
+    assert together.decision is Decision.REJECT
+    assert [c.detail["output"] for c in together.reasons] == ["tank_level"]
+    assert "with_in_flight" in [c.code for c in together.checks]
