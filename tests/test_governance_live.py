@@ -302,3 +302,30 @@ async def test_the_cli_proposes_and_approves_through_the_daemons_api(
         )
         assert code == 2
     assert writes(log, "valve_cmd")[-1]["value"] == pytest.approx(54.0)
+
+
+@pytest.mark.parametrize("policy", ["reject", "replace"])
+async def test_one_open_proposal_per_tag(tmp_path: Path, policy: str) -> None:
+    """A second proposal on a tag that already has a pending one is rejected, or replaces
+    it, as `govern.conflict` says; a proposal on another tag is not affected."""
+    ports = free_port(), free_port()
+    cfg = config("L3", ports)
+    async with (
+        PlantRuntime(cfg, opcua_port=ports[0], modbus_port=ports[1]),
+        running(cfg, tmp_path / "state", conflict=policy) as daemon,
+    ):
+        governance = daemon.governance
+        assert governance is not None
+        first = await governance.propose("operator:a", {"temp_sp": 46.0}, "warmer")
+        other = await governance.propose("operator:a", {"valve_cmd": 52.0}, "more flow")
+        second = await governance.propose("operator:b", {"temp_sp": 47.0}, "warmer still")
+        assert first["status"] == other["status"] == "pending"
+        statuses = {d["proposal"]["id"]: d["status"] for d in governance.proposals()}
+        if policy == "reject":
+            assert second["status"] == "rejected"
+            assert second["reasons"][0]["code"] == "conflict"
+            assert statuses[first["proposal_id"]] == "pending"
+        else:
+            assert second["status"] == "pending"
+            assert statuses[first["proposal_id"]] == "superseded"
+        assert statuses[other["proposal_id"]] == "pending"

@@ -35,6 +35,7 @@ def crosscheck(cfg: GatewayConfig) -> list[Problem]:
         *_check_twin(cfg),
         *_check_detect(cfg),
         *_check_api(cfg),
+        *_check_govern(cfg),
     ]
 
 
@@ -251,6 +252,15 @@ def _check_twin(cfg: GatewayConfig) -> Iterator[Problem]:
                 )
     if cfg.twin.horizon_s < cfg.twin.dt_s:
         yield "twin.horizon_s", f"horizon {cfg.twin.horizon_s:g} s is shorter than dt_s"
+
+
+def _check_govern(cfg: GatewayConfig) -> Iterator[Problem]:
+    remote = cfg.govern.remote_signal
+    if remote is not None and remote not in cfg.signal:
+        yield (
+            "govern.remote_signal",
+            f"unknown signal {remote!r}; declared: {_names(cfg.signal)}",
+        )
 
 
 def _check_detect(cfg: GatewayConfig) -> Iterator[Problem]:

@@ -239,6 +239,20 @@ class RiskPolicy(Strict):
     low_fidelity: Literal["escalate", "reject"] = "escalate"
 
 
+class GovernSection(Strict):
+    """How the gate and the writer run (``gateway.govern``, ``gateway.act``).
+
+    ``remote_signal`` names the PLC's "I take the gateway's setpoints" flag (1 = remote);
+    no write is made unless it reads 1. Leave it out only for a PLC that has no such flag.
+    """
+
+    remote_signal: Name | None = None
+    ramp_interval_s: PositiveSeconds = 2.0
+    verdict_ttl_s: PositiveSeconds = 30.0
+    outcome_check_s: PositiveSeconds = 120.0
+    conflict: Literal["reject", "replace"] = "reject"
+
+
 class Heartbeat(Strict):
     """The counter the gateway writes so the PLC can shed to local control if it dies."""
 
@@ -395,6 +409,7 @@ class GatewayConfig(Strict):
     interlock: list[Interlock] = []
     envelope: dict[Name, EnvelopeBound] = {}
     risk: RiskPolicy = RiskPolicy()
+    govern: GovernSection = GovernSection()
     heartbeat: Heartbeat | None = None
     historian: HistorianSection = HistorianSection()
     twin: TwinSection | None = None

@@ -106,9 +106,17 @@ class GovernSettings:
 
 
 def settings_for(cfg: GatewayConfig, **overrides: Any) -> GovernSettings:
-    """The settings for this config: the remote-mode check only where the signal exists."""
-    remote = GovernSettings.remote_signal
-    base = GovernSettings(remote_signal=remote if remote in cfg.signal else None)
+    """The settings written in the config's ``[govern]`` (and ``risk.approval_timeout_s``
+    as a proposal's default life), with ``overrides`` (tests) on top."""
+    g = cfg.govern
+    base = GovernSettings(
+        remote_signal=g.remote_signal,
+        ramp_interval_s=g.ramp_interval_s,
+        verdict_ttl_s=g.verdict_ttl_s,
+        default_expiry_s=cfg.risk.approval_timeout_s,
+        outcome_check_s=g.outcome_check_s,
+        conflict=g.conflict,
+    )
     return replace(base, **overrides)
 
 

@@ -379,6 +379,22 @@ DETECT_BROKEN = [
         id="id-prefix-is-not-configurable",
     ),
     pytest.param(
+        BASE + '\n[govern]\nremote_signal = "remote"\n',
+        "t.toml: govern.remote_signal: unknown signal 'remote'; declared: hb, level_sp, "
+        "mb_level, tank_level",
+        id="govern-remote-signal-unknown",
+    ),
+    pytest.param(
+        BASE + '\n[govern]\nconflict = "merge"\n',
+        "t.toml: govern.conflict: Input should be 'reject' or 'replace' (got 'merge')",
+        id="govern-conflict-policy-unknown",
+    ),
+    pytest.param(
+        BASE + '\n[govern]\nremote_signal = "tank_level"\nramp_interval_s = 0.5\n',
+        None,
+        id="govern-section-is-fine",
+    ),
+    pytest.param(
         DETECT + '[detect.signals]\ntank_level = "mb_levl"\n',
         "t.toml: detect.signals.tank_level: unknown signal 'mb_levl'; declared: hb, level_sp, "
         "mb_level, tank_level",

@@ -19,6 +19,7 @@ from gateway.govern.gate import (
     Verdict,
     evaluate,
     interlock_violations,
+    settings_for,
 )
 from gateway.govern.proposal import Proposal, ProposalError
 from gateway.govern.ramp import plan_ramp, ramp_rate_ok
@@ -466,3 +467,22 @@ def test_a_proposal_is_simulated_together_with_the_writes_still_to_come(
     assert together.decision is Decision.REJECT
     assert [c.detail["output"] for c in together.reasons] == ["tank_level"]
     assert "with_in_flight" in [c.code for c in together.checks]
+
+
+def test_settings_come_from_the_config() -> None:
+    cfg = config(
+        "L3",
+        edits=(
+            ("outcome_check_s = 120.0", "outcome_check_s = 30.0"),
+            ('conflict = "reject"', 'conflict = "replace"'),
+            ("approval_timeout_s = 900.0", "approval_timeout_s = 300.0"),
+        ),
+    )
+    s = settings_for(cfg)
+    assert (s.remote_signal, s.outcome_check_s, s.conflict, s.default_expiry_s) == (
+        "remote_mode",
+        30.0,
+        "replace",
+        300.0,
+    )
+    assert settings_for(cfg, ramp_interval_s=1.0).ramp_interval_s == 1.0
