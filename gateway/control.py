@@ -159,7 +159,7 @@ class GovernanceService:
             raise ControlError(422, "invalid_proposal", str(err)) from err
         async with self._decide:
             await self._append("proposal", proposal.to_record(), proposal.id)
-            conflict = self._conflict(proposal)
+            conflict = await self._conflict(proposal)
             if conflict is not None:
                 return conflict
             verdict = await asyncio.to_thread(
@@ -184,7 +184,7 @@ class GovernanceService:
         execution = await self._execute(proposal, verdict, document)
         return self._result(proposal, verdict, execution.status, execution)
 
-    def _conflict(self, proposal: Proposal) -> dict[str, Any] | None:
+    async def _conflict(self, proposal: Proposal) -> dict[str, Any] | None:
         open_docs = self.store.open_on(set(proposal.tags))
         if not open_docs:
             return None
@@ -192,17 +192,13 @@ class GovernanceService:
         if self.settings.conflict == "replace" and all(d["status"] == "pending" for d in open_docs):
             for doc in open_docs:
                 self.store.put(doc["proposal"]["id"], "superseded", doc, self._clock())
-                self.audit.append(
-                    "superseded", {"by": proposal.id}, proposal_id=doc["proposal"]["id"]
-                )
+                await self._append("superseded", {"by": proposal.id}, doc["proposal"]["id"])
             return None
         message = (
             f"{', '.join(holders)} already holds {', '.join(sorted(proposal.tags))}: one open "
             "proposal per tag (approve, reject or let it expire first)"
         )
-        self.audit.append(
-            "conflict", {"holders": holders, "message": message}, proposal_id=proposal.id
-        )
+        await self._append("conflict", {"holders": holders, "message": message}, proposal.id)
         document: dict[str, Any] = {
             "proposal": proposal.to_record(),
             "verdict": None,
