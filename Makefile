@@ -58,7 +58,7 @@ plant: install
 # The governance property test with many more examples than CI runs (nightly-style).
 soak: install
 	EDGETWIN_SOAK_EXAMPLES=$${EDGETWIN_SOAK_EXAMPLES:-25} EDGETWIN_SOAK_STEPS=$${EDGETWIN_SOAK_STEPS:-25} \
-		$(BIN)/pytest -q -p no:logging tests/soak/governance_machine.py --hypothesis-show-statistics
+		$(BIN)/pytest -q -s tests/test_governance_property.py
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
