@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -387,7 +385,7 @@ class Daemon:
         document = {"saved_at": now, "gateway": self.cfg.gateway.name, "observer": snapshot}
         path = self.state_dir / TWIN_STATE_FILE
         try:
-            await asyncio.to_thread(_write_json_atomically, path, document)
+            await asyncio.to_thread(write_status, path, document)
         except OSError as err:
             log.error("twin_state_write_failed", error=str(err))
 
@@ -449,9 +447,3 @@ class Daemon:
             status.update(self.twin.status())
             status["forecast_alerts"] = [e.to_record() for e in self.predictive.active.values()]
         return status
-
-
-def _write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)

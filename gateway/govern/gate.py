@@ -497,9 +497,8 @@ def _needed_signals(run: _Run) -> dict[str, str]:
         needed.setdefault(run.settings.remote_signal, "the PLC's remote mode")
     twin = run.view.twin
     if twin is not None:
-        for signal in (*twin.input_of_signal, *twin.output_of_signal):
-            if signal in cfg.envelope or signal in twin.input_of_signal:
-                needed.setdefault(signal, "the twin's starting point")
+        for signal in twin.input_of_signal:
+            needed.setdefault(signal, "an input of the twin's simulation")
     for signal in cfg.envelope:
         needed.setdefault(signal, "the safety envelope")
     return needed

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -88,7 +88,6 @@ class _Counters:
     cpu_s: float = 0.0
     last_skip: str | None = None
     last_restart: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TwinRuntime:
@@ -173,7 +172,7 @@ class TwinRuntime:
         # never wait for a step, and never see a half-built document.
         self._status = self._build_status()
         self._snapshot = self.observer.snapshot() if self.observer.initialised else None
-        return TwinTick(tick.t, tick.observer, tick.fidelity, tick.forecasts, tick.skipped, cpu)
+        return replace(tick, cpu_s=cpu)
 
     def _step(self, now: float, snapshot: Mapping[str, SignalValue]) -> TwinTick:
         self.counters.steps += 1
