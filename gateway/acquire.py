@@ -9,6 +9,10 @@ connection *transitions* once each (STYLE.md §4), never every poll.
 The buffer is bounded on purpose: if the store stays down for long, the oldest unwritten
 samples are dropped (and counted) rather than letting memory grow until the box dies. The
 live table, and so every decision, is unaffected by a store outage.
+
+Plant-provided text (``[text.*]`` strings, signal nodes' DisplayNames) is kept apart: the
+latest value per key, never judged as a number, never sent to the historian (it is
+untrusted free text, not a measurement; the audit trail records what the agent was shown).
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from gateway.config.schema import GatewayConfig
 from gateway.io.ports import LinkState
-from gateway.signals import LiveTable, Quality, RawSample, SignalValue
+from gateway.signals import (
+    LiveTable,
+    PlantTextValue,
+    Quality,
+    RawSample,
+    SignalValue,
+    display_name_key,
+)
 from gateway.store.ports import Sample
 
 log = structlog.get_logger("gateway.acquire")
@@ -64,6 +75,18 @@ class Acquisition:
         self._recorded: dict[str, tuple[float, float, Quality]] = {}
         self.samples_received = 0
         self.samples_dropped = 0
+        # Which plant-text keys each source may deliver: its [text.*] names and its
+        # signals' display names. Anything else is dropped, so the table stays bounded.
+        self._text_keys = {
+            src: frozenset(
+                [n for n, t in cfg.text.items() if t.source == src]
+                + [display_name_key(n) for n in self._by_source[src]]
+            )
+            for src in cfg.source
+        }
+        self._texts: dict[str, PlantTextValue] = {}
+        self._texts_bad: set[str] = set()
+        self.texts_received = 0
 
     # -- SampleSink ----------------------------------------------------------------------
     def samples(self, source: str, batch: Sequence[tuple[str, RawSample]]) -> None:
@@ -74,6 +97,26 @@ class Acquisition:
                 self._keep(
                     Sample(name, value.source_ts, value.value, value.quality, value.received_ts)
                 )
+
+    def texts(self, source: str, batch: Sequence[PlantTextValue]) -> None:
+        keys = self._text_keys.get(source, frozenset())
+        for value in batch:
+            if value.name not in keys:
+                log.warning("plant_text_unexpected", source=source, key=value.name)
+                continue
+            self._texts[value.name] = value
+            self.texts_received += 1
+            # Transitions only, and never the text itself: it is untrusted and may be long.
+            # A link outage is logged once by link(), not once per text.
+            if value.quality is Quality.BAD:
+                if value.name not in self._texts_bad:
+                    self._texts_bad.add(value.name)
+                    log.warning(
+                        "plant_text_bad", source=source, key=value.name, reason=value.reason
+                    )
+            elif value.name in self._texts_bad:
+                self._texts_bad.discard(value.name)
+                log.info("plant_text_recovered", source=source, key=value.name)
 
     def link(self, source: str, state: LinkState, detail: str | None) -> None:
         self.links[source] = LinkStatus(state, detail, self._clock())
@@ -89,6 +132,18 @@ class Acquisition:
         if state is not LinkState.CONNECTED:
             # Known down: nothing from this source may look good until it is read again.
             self.table.invalidate(self._by_source[source], f"source {source} {state}")
+            self._invalidate_texts(source, f"source {source} {state}")
+
+    def _invalidate_texts(self, source: str, reason: str) -> None:
+        """Bad at once, text kept: what the plant last said, no longer vouched for.
+
+        Bad, not stale as a signal would be: plant text has no max age to fall back on, and
+        a reader of it needs only to know it is not current.
+        """
+        for key in self._text_keys.get(source, ()):
+            old = self._texts.get(key)
+            if old is not None and old.quality is not Quality.BAD:
+                self._texts[key] = replace(old, quality=Quality.BAD, reason=reason)
 
     # -- history -------------------------------------------------------------------------
     def _worth_recording(self, value: SignalValue) -> bool:
@@ -132,3 +187,11 @@ class Acquisition:
 
     def snapshot(self) -> dict[str, SignalValue]:
         return self.table.snapshot(self._clock())
+
+    def plant_texts(self) -> dict[str, PlantTextValue]:
+        """The latest plant text per key: ``[text.*]`` names and ``display_name.<signal>``.
+
+        Only keys read at least once appear (as in :meth:`snapshot`). The text is exactly
+        what the plant sent, cut to ``max_chars``; escaping is the reader's job.
+        """
+        return dict(self._texts)

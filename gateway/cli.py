@@ -241,7 +241,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level)
     cfg = _load_or_exit(args.config)
     assert isinstance(cfg, GatewayConfig)
-    _run_until_interrupted(lambda: run_demo(cfg, speed=args.speed, duration_s=args.duration))
+    duration = None if args.duration == 0 else args.duration
+    _run_until_interrupted(
+        lambda: run_demo(cfg, speed=args.speed, duration_s=duration, config_path=args.config)
+    )
     return 0
 
 
@@ -392,6 +395,12 @@ def _cmd_reject(args: argparse.Namespace) -> int:
 
 def _cmd_resume_autonomy(args: argparse.Namespace) -> int:
     return _print_api_result(args, lambda c: c.resume_autonomy(args.note))
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    """Print the incident id and return: the agent answers minutes later, on its own
+    schedule, so waiting here would only tie up the terminal (and time out over ssh)."""
+    return _print_api_result(args, lambda c: c.ask_agent(args.note))
 
 
 def _cmd_token_add(args: argparse.Namespace) -> int:
@@ -584,8 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="simulated seconds per wall second (the twin and detector assume 1)",
     )
-    p.add_argument("--duration", type=float, default=None, help="stop after N wall seconds")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=840.0,
+        help="stop after N wall seconds and print the summary (0: run until Ctrl-C)",
+    )
+    p.add_argument("--log-level", default="error")
     p.set_defaults(func=_cmd_demo)
     _add_api_parsers(sub)
     return parser
@@ -632,6 +646,19 @@ def _add_api_parsers(sub: Any) -> None:
     p.add_argument("--note", required=True, help="what was checked (recorded)")
     _add_api_args(p)
     p.set_defaults(func=_cmd_resume_autonomy)
+
+    p = sub.add_parser(
+        "ask",
+        help="ask the running gateway's agent to have a look now; prints the incident id",
+        description="Queue an on-demand look by the diagnosing agent and print its incident "
+        "id as JSON. The answer arrives later: agent_* records in the audit trail (incident "
+        "id in the payload) and, if the agent proposes a change, `edgetwin proposals`.",
+    )
+    p.add_argument(
+        "--note", required=True, help="what to look at and why, e.g. 'the pump sounds odd'"
+    )
+    _add_api_args(p)
+    p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("token", help="manage the control API's tokens")
     token = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -61,6 +61,13 @@ class GovernanceService:
         alerts: Returns the active alerts for the API.
         boot_id: Makes proposal ids unique across restarts.
         clock: Unix time.
+
+    Attributes:
+        agent_requester: Queues an on-demand look by the agent: ``(who, note)`` -> e.g.
+            ``{"incident": "request-...-1", "queued": 1}``, or ControlError 503 when the
+            agent cannot take it. Set by the daemon after construction, because the agent
+            proposes through this service and so is built after it (and starts only once
+            its model loads, if ever); None: no agent here, :meth:`ask_agent` answers 503.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class GovernanceService:
         self.boot_id = boot_id
         self._tasks: set[asyncio.Task[None]] = set()
         self._decide = asyncio.Lock()
+        self.agent_requester: Callable[[str, str], dict[str, Any]] | None = None
 
     @property
     def latch(self) -> AutonomyLatch:
@@ -304,6 +312,24 @@ class GovernanceService:
             "autonomy_resumed", {"by": caller.name, "note": note, "was": before}, None
         )
         return {"autonomy": self.cfg.gateway.autonomy, **self.latch.to_record()}
+
+    # ------------------------------------------------------------------ asking the agent
+
+    async def ask_agent(self, caller: Caller, note: str) -> dict[str, Any]:
+        """Hand the operator's note to the agent; its diagnosis comes later, not here.
+
+        Nothing is audited here: the agent records ``agent_started`` with the caller and
+        the note when it takes the request, so the trail holds one record per request,
+        written by whoever acts on it.
+        """
+        if self.agent_requester is None:
+            raise ControlError(
+                503,
+                "agent_unavailable",
+                "no agent is attached to this gateway (is [agent] configured? the gateway "
+                "log says why it did not start)",
+            )
+        return self.agent_requester(caller.name, note)
 
     # ------------------------------------------------------------------ writing and after
 

@@ -26,6 +26,9 @@ from gateway import __version__
 from gateway.acquire import Acquisition
 from gateway.act.actuator import Actuator
 from gateway.act.setpoints import AutonomyLatch, SetpointExecutor
+from gateway.agent.context import plant_context, whatif
+from gateway.agent.prompt import PlantContext, untrusted
+from gateway.agent.service import AgentService, Trigger
 from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
 from gateway.control import GovernanceService
 from gateway.detect.predictive import PredictiveAlerts, PredictiveEvent
@@ -68,7 +71,8 @@ def build_readers(cfg: GatewayConfig, sink: SampleSink) -> dict[str, Reader]:
     for name, source in cfg.source.items():
         signals = {n: s for n, s in cfg.signal.items() if s.source == name}
         if isinstance(source, OpcUaSource):
-            readers[name] = OpcUaReader(name, source, signals, sink)
+            texts = {n: t for n, t in cfg.text.items() if t.source == name}
+            readers[name] = OpcUaReader(name, source, signals, sink, texts=texts)
         else:
             assert isinstance(source, ModbusSource)
             readers[name] = ModbusReader(name, source, signals, sink)
@@ -110,6 +114,13 @@ class Daemon:
         self.latch = AutonomyLatch.load(state_dir / LATCH_FILE)
         self.governance: GovernanceService | None = None
         self.api_state: dict[str, Any] = {"state": "off"}
+        self.agent: AgentService | None = None
+        self._requests = 0
+        self.agent_state: dict[str, Any] = (
+            {"state": "starting"}
+            if cfg.agent is not None and cfg.agent.enabled
+            else {"state": "off"}
+        )
 
     def progress(self) -> int:
         """Grows while acquisition is alive: samples in, connect attempts, polls, probes."""
@@ -146,6 +157,7 @@ class Daemon:
             boot_id=self.boot_id,
             clock=self.clock,
         )
+        self.governance.agent_requester = self._agent_request
         self.detection = DetectionService(
             self.cfg,
             self.acquisition,
@@ -179,6 +191,8 @@ class Daemon:
                 tg.create_task(self.detection.run(), name="detect")
                 if self.cfg.api is not None and self.cfg.api.enabled:
                     tg.create_task(self._api_loop(), name="api")
+                if self.cfg.agent is not None and self.cfg.agent.enabled:
+                    tg.create_task(self._agent_loop(audit), name="agent")
         finally:
             self.notifier.send("STOPPING=1")
             # A stopped daemon must not look running to `edgetwin status`.
@@ -290,6 +304,7 @@ class Daemon:
                 "detect": self.detection.status() if self.detection else {"state": "off"},
                 "govern": self._govern_status(),
                 "api": self.api_state,
+                "agent": self._agent_status(),
             }
             doc = status_document(self.cfg, self.acquisition.snapshot(), links, extra, now)
             try:
@@ -415,6 +430,119 @@ class Daemon:
         except OSError as err:
             self.api_state = {"state": "disabled", "error": str(err)}
             log.error("api_disabled", error=str(err))
+
+    # -- the agent -----------------------------------------------------------------------
+    async def _agent_loop(self, audit: SqliteAuditTrail) -> None:
+        """Start the model's worker process and the agent once acquisition is up.
+
+        The agent is optional in the strongest sense: without a model file, with a model
+        llama.cpp cannot load, or without runbooks, the daemon goes on (acquisition, the
+        twin, the gate and operators' proposals do not need it), and the status page says
+        why the agent is not running and how to fix it.
+        """
+        from gateway.agent.knowledge import KnowledgeBase
+        from gateway.agent.llm import LlmError, LlmWorker
+        from gateway.agent.locate import resolve_model
+
+        section = self.cfg.agent
+        assert section is not None
+        assert self.governance is not None
+        governance = self.governance
+        await self.ready.wait()
+        try:
+            model_path = await asyncio.to_thread(resolve_model, section.model)
+        except GatewayError as err:
+            self.agent_state = {"state": "disabled", "error": str(err)}
+            log.error("agent_disabled", error=str(err))
+            return
+        knowledge = KnowledgeBase.open(Path(section.knowledge_dir), self.state_dir / "knowledge.db")
+        try:
+            indexed = knowledge.passages
+            async with LlmWorker(
+                model_path,
+                context_tokens=section.context_tokens,
+                threads=section.threads,
+                seed=section.seed,
+            ) as llm:
+                try:
+                    await llm.start()
+                except LlmError as err:
+                    self.agent_state = {"state": "disabled", "error": str(err)}
+                    log.error("agent_disabled", error=str(err), model=str(model_path))
+                    return
+                self.agent = AgentService(
+                    self.cfg,
+                    section,
+                    llm,
+                    governance.propose,
+                    self._agent_context,
+                    self._agent_whatif,
+                    audit,
+                    alerts=self._active_alerts,
+                    knowledge=knowledge,
+                    proposal_status=self._proposal_status,
+                    clock=self.clock,
+                )
+                self.agent_state = {
+                    "state": "running",
+                    "model": str(model_path),
+                    "passages": indexed,
+                    "worker": llm.info(),
+                }
+                log.info("agent_ready", model=str(model_path), passages=indexed)
+                await self.agent.run()
+        finally:
+            knowledge.close()
+
+    def _agent_request(self, who: str, note: str) -> dict[str, Any]:
+        """An operator's "have a look" (API ``POST /v1/agent/requests``, ``edgetwin ask``)."""
+        from gateway.api.ports import ControlError
+
+        if self.agent is None:
+            state = self.agent_state.get("state")
+            detail = self.agent_state.get("error") or "it has not started yet"
+            raise ControlError(503, "agent_unavailable", f"the agent is {state}: {detail}")
+        self._requests += 1
+        incident = f"request-{self.boot_id}-{self._requests}"
+        summary = {"by": who, "note": untrusted(note, 500)}
+        if not self.agent.request(Trigger(incident, "request", summary, note)):
+            raise ControlError(503, "agent_busy", "the agent's queue is full; ask again later")
+        return {"incident": incident, "queued": self.agent.queue.qsize()}
+
+    def _agent_context(self) -> PlantContext:
+        assert self.cfg.agent is not None
+        try:
+            proposals = self.governance.store.all(limit=5)[::-1] if self.governance else []
+        except StoreError as err:
+            log.error("proposal_store_failed", error=str(err))
+            proposals = []
+        return plant_context(
+            self.cfg,
+            self.acquisition.snapshot(),
+            twin_status=self.twin.status() if self.twin is not None else None,
+            alerts=self._active_alerts(),
+            proposals=proposals,
+            texts=self.acquisition.plant_texts(),
+            max_text_chars=self.cfg.agent.max_text_chars,
+        )
+
+    async def _agent_whatif(self, targets: Mapping[str, float]) -> Mapping[str, Any]:
+        return await asyncio.to_thread(whatif, self.cfg, self.twin, targets)
+
+    def _proposal_status(self, proposal_id: str) -> str | None:
+        if self.governance is None:
+            return None
+        try:
+            doc = self.governance.store.get(proposal_id)
+        except StoreError:
+            return None
+        return None if doc is None else str(doc.get("status"))
+
+    def _agent_status(self) -> dict[str, Any]:
+        status = dict(self.agent_state)
+        if self.agent is not None:
+            status.update(self.agent.status())
+        return status
 
     def _active_alerts(self) -> list[dict[str, Any]]:
         detect = self.detection.status().get("active", []) if self.detection else []

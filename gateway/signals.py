@@ -148,3 +148,69 @@ class LiveTable:
             name: aged(value, self._specs[name].max_age_s, now)
             for name, value in self._values.items()
         }
+
+
+#: Key prefix of a signal node's plant-provided DisplayName in the plant-text table.
+DISPLAY_NAME_PREFIX = "display_name."
+
+#: Characters kept of a DisplayName. A display name has no ``[text.*]`` entry to carry a
+#: ``max_chars``; it is plant-written all the same, so it gets the default cap of one.
+DISPLAY_NAME_MAX_CHARS = 200
+
+
+def display_name_key(signal: str) -> str:
+    """The plant-text key of ``signal``'s DisplayName (signal names cannot contain dots,
+    so these keys never collide with a ``[text.*]`` name)."""
+    return f"{DISPLAY_NAME_PREFIX}{signal}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlantTextValue:
+    """A string the plant provided (operator note, alarm message, a node's DisplayName).
+
+    The text is *untrusted data*: whoever can write a string on the PLC or its HMI wrote
+    it. It is kept exactly as read (control characters, quotes, markup and all) apart from
+    the ``max_chars`` cut, because escaping belongs to whoever shows it: the agent escapes
+    for its prompt, a web page for HTML. Nothing in the gateway acts on its content, and
+    it never reaches the historian.
+
+    ``t`` is the source timestamp (the time the plant wrote the text), or the receive time
+    when the source gives none. ``truncated`` tells a reader that the plant said more.
+    """
+
+    name: str
+    text: str
+    t: float
+    quality: Quality
+    truncated: bool
+    reason: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True only for good text; bad text is empty or from a link known to be down."""
+        return self.quality is Quality.GOOD
+
+
+def judge_text(
+    name: str,
+    value: object,
+    t: float,
+    max_chars: int,
+    *,
+    status: Quality = Quality.GOOD,
+    reason: str | None = None,
+) -> PlantTextValue:
+    """Apply the plant-text rules to one value read from the plant (pure, never raises).
+
+    A Bad status or a value that is not a string (a text configured on the wrong node)
+    gives quality BAD and empty text: a number or a structure shown as "text" would
+    mislead more than a gap. A string longer than ``max_chars`` is cut and marked, so one
+    runaway string cannot swell a prompt or a status file.
+    """
+    if status is Quality.BAD:
+        return PlantTextValue(name, "", t, Quality.BAD, False, reason or "bad status from source")
+    if not isinstance(value, str):
+        kind = "null" if value is None else type(value).__name__
+        return PlantTextValue(name, "", t, Quality.BAD, False, f"not a string: {kind}")
+    truncated = len(value) > max_chars
+    return PlantTextValue(name, value[:max_chars], t, status, truncated, reason)

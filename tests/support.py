@@ -27,10 +27,20 @@ def free_port() -> int:
 
 
 def skid_config(
-    opcua_port: int, modbus_port: int, *, edits: tuple[tuple[str, str], ...] = ()
+    opcua_port: int,
+    modbus_port: int,
+    *,
+    edits: tuple[tuple[str, str], ...] = (),
+    agent: bool = False,
 ) -> GatewayConfig:
-    """config/skid.toml with the gateway pointed at the given ports, plus text edits."""
+    """config/skid.toml with the gateway pointed at the given ports, plus text edits.
+
+    The agent is off unless asked for: a test about acquisition or the gate must not
+    start a language model (and must not depend on the default one being installed).
+    """
     text = SKID.read_text(encoding="utf-8")
+    if not agent:
+        text = text.replace("[agent]\nenabled = true", "[agent]\nenabled = false")
     text = text.replace("127.0.0.1:4840/", f"127.0.0.1:{opcua_port}/")
     text = text.replace("port = 5020", f"port = {modbus_port}")
     for old, new in edits:

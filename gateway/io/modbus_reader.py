@@ -168,7 +168,11 @@ class ModbusReader:
         self._sink.link(self.name, state, detail)
 
     async def _session(self, client: Any) -> None:
-        connected = await asyncio.wait_for(client.connect(), timeout=self._cfg.timeout_s * 2)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the awaited call completes, and a reader that ignores its
+        # cancellation keeps the daemon from stopping.
+        async with asyncio.timeout(self._cfg.timeout_s * 2):
+            connected = await client.connect()
         if not connected:
             raise SourceError(f"cannot connect to {self._describe()}")
         self.connects += 1
@@ -215,10 +219,8 @@ class ModbusReader:
         }[block.table]
         self.requests += 1
         try:
-            response = await asyncio.wait_for(
-                reader(block.start, count=block.count, device_id=block.unit),
-                timeout=self._cfg.timeout_s + 0.5,
-            )
+            async with asyncio.timeout(self._cfg.timeout_s + 0.5):
+                response = await reader(block.start, count=block.count, device_id=block.unit)
         except (TimeoutError, ModbusException) as err:
             if isinstance(err, ConnectionException):
                 raise

@@ -11,6 +11,20 @@ Freshness: subscriptions ask for ``StatusValueTimestamp`` notifications, so a va
 source timestamp advances is re-delivered even when it is numerically unchanged, while a
 frozen sensor (timestamp not advancing) stops being delivered and turns stale at its max
 age. Polling applies the same rule by dropping samples whose source timestamp did not move.
+
+A reader must stop when cancelled, so two ways of losing a cancellation are avoided.
+Reads are timed with ``asyncio.timeout``, not ``asyncio.wait_for``: before Python 3.12
+``wait_for`` returns the result and *swallows* a cancellation that arrives as the read
+completes (CPython gh-86296; loopback reads every fraction of a second hit that window
+within a few test runs). And connect/disconnect run in a task of their own
+(:meth:`OpcUaReader._own_task`): asyncua's close path (``Client._cancel_task``, reached
+from ``disconnect`` and from a failed ``connect``) catches ``CancelledError`` and would
+swallow the reader's own.
+
+Plant text (``[text.*]`` strings and the DisplayNames of the signal nodes) is read by a
+second task of the same session, so a slow or huge string never delays a numeric sample.
+Its reads follow the session rules (a timeout or a transport error drops the session);
+a missing node or a value that is not a string makes only that text bad.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +44,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.config.schema import OpcUaSecurity, OpcUaSource, Signal
+from gateway.config.schema import OpcUaSecurity, OpcUaSource, PlantText, Signal
 from gateway.errors import SourceError
 from gateway.io.ports import LinkState, SampleSink
-from gateway.signals import Quality, RawSample
+from gateway.signals import (
+    DISPLAY_NAME_MAX_CHARS,
+    PlantTextValue,
+    Quality,
+    RawSample,
+    display_name_key,
+    judge_text,
+)
 
 log = structlog.get_logger("gateway.io.opcua")
 
@@ -72,6 +93,36 @@ def to_raw_sample(dv: ua.DataValue, spec: Signal, received: float) -> RawSample:
         value=value,
         source_ts=_timestamp(dv, received),
         received_ts=received,
+        status=quality,
+        reason=reason,
+    )
+
+
+def to_plant_text(name: str, dv: ua.DataValue, max_chars: int, received: float) -> PlantTextValue:
+    """A String node's DataValue as plant text (pure; never raises, whatever the plant sent).
+
+    A String variant holding null is the empty string (OPC UA's null String); any other
+    type (a number, an array, a LocalizedText) is not text and comes out bad.
+    """
+    quality, reason = _quality(dv.StatusCode or ua.StatusCode(ua.UInt32(ua.StatusCodes.Good)))
+    variant = dv.Value
+    raw: object = variant.Value if variant is not None else None
+    if raw is None and variant is not None and variant.VariantType == ua.VariantType.String:
+        raw = ""
+    return judge_text(name, raw, _timestamp(dv, received), max_chars, status=quality, reason=reason)
+
+
+def to_display_name(signal: str, dv: ua.DataValue, received: float) -> PlantTextValue:
+    """A node's DisplayName attribute as plant text keyed ``display_name.<signal>`` (pure)."""
+    quality, reason = _quality(dv.StatusCode or ua.StatusCode(ua.UInt32(ua.StatusCodes.Good)))
+    raw: object = dv.Value.Value if dv.Value is not None else None
+    if isinstance(raw, ua.LocalizedText):
+        raw = raw.Text or ""
+    return judge_text(
+        display_name_key(signal),
+        raw,
+        _timestamp(dv, received),
+        DISPLAY_NAME_MAX_CHARS,
         status=quality,
         reason=reason,
     )
@@ -236,7 +287,13 @@ class _Notifications:
 
 
 class OpcUaReader:
-    """Reads one OPC UA source forever and pushes samples into a sink."""
+    """Reads one OPC UA source forever and pushes samples (and plant text) into a sink.
+
+    ``texts`` are the ``[text.*]`` entries of this source. None turns plant-text acquisition
+    off altogether (no text reads, no DisplayName reads), for callers whose sink takes
+    numbers only; an empty mapping still reads the signal nodes' DisplayNames on each
+    connect.
+    """
 
     def __init__(
         self,
@@ -247,10 +304,12 @@ class OpcUaReader:
         *,
         clock: Callable[[], float] = time.time,
         initial_backoff_s: float = 0.25,
+        texts: Mapping[str, PlantText] | None = None,
     ) -> None:
         self.name = name
         self._cfg = config
         self._signals = dict(signals)
+        self._texts = dict(texts) if texts is not None else None
         self._sink = sink
         self._clock = clock
         self._initial_backoff_s = initial_backoff_s
@@ -262,6 +321,10 @@ class OpcUaReader:
         self.cycles = 0
         #: The live session while connected, for the write path in ``opcua_writer``.
         self.session: OpcUaSession | None = None
+        # Set when the current session reports connected; the text task waits for it.
+        self._session_up = asyncio.Event()
+        # connect/disconnect calls abandoned after a timeout, kept until they finish.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
     # -- supervision ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -290,29 +353,69 @@ class OpcUaReader:
             return
         if state is LinkState.DISCONNECTED:
             self.last_error = detail
+        if state is LinkState.CONNECTED:
+            self._session_up.set()
+        else:
+            self._session_up.clear()
         self.state = state
         self._sink.link(self.name, state, detail)
 
     async def _discard(self, client: Client) -> None:
         # The old client is not trusted after a failure; close it without waiting long.
         try:
-            await asyncio.wait_for(client.disconnect(), timeout=1.0)
+            await self._own_task(client.disconnect(), 1.0, "close")
         except (*SESSION_FAILURES, RuntimeError, AttributeError):
             client.disconnect_socket()
+
+    async def _own_task(self, call: Coroutine[Any, Any, None], timeout_s: float, what: str) -> None:
+        """Await an asyncua connect/disconnect in a task of its own, within ``timeout_s``.
+
+        Only that task can lose a cancellation to asyncua (see the module docstring); ours
+        propagates from ``asyncio.wait``, which never catches it.
+
+        Raises:
+            TimeoutError: The call did not finish in time (it is cancelled).
+            Exception: Whatever the call raised.
+        """
+        task = asyncio.create_task(call, name=f"source:{self.name}:{what}")
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        finally:
+            if not task.done():  # timed out, or we are being cancelled ourselves
+                task.cancel()
+                self._abandoned.add(task)
+                task.add_done_callback(self._abandoned.discard)
+        if not done:
+            raise TimeoutError(f"{what} did not finish within {timeout_s:g} s")
+        task.result()
 
     # -- one session ---------------------------------------------------------------------
     async def _session(self, client: Client) -> None:
         await apply_security(client, self._cfg.security)
-        await asyncio.wait_for(client.connect(), timeout=self._cfg.timeout_s * 2)
+        await self._own_task(client.connect(), self._cfg.timeout_s * 2, "connect")
         ns = await client.get_namespace_index(self._cfg.namespace_uri)
         nodes = {name: client.get_node(f"ns={ns};{s.address}") for name, s in self._signals.items()}
         self.session = OpcUaSession(client, ns)
         self.connects += 1
         self._last_source_ts.clear()
-        if self._cfg.mode == "subscription":
-            await self._subscribe_loop(client, nodes)
-        else:
-            await self._poll_loop(client, nodes)
+        numbers = (
+            self._subscribe_loop(client, nodes)
+            if self._cfg.mode == "subscription"
+            else self._poll_loop(client, nodes)
+        )
+        if self._texts is None:
+            await numbers
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(numbers, name=f"source:{self.name}:signals")
+                tg.create_task(
+                    self._plant_text(client, ns, nodes), name=f"source:{self.name}:texts"
+                )
+        except ExceptionGroup as group:
+            # Either task failing ends the session; run() judges the first failure as it
+            # judges a single one (a session failure reconnects, anything else is a bug).
+            raise group.exceptions[0] from None
 
     async def _subscribe_loop(self, client: Client, nodes: Mapping[str, Node]) -> None:
         handler = _Notifications(self, {node.nodeid: name for name, node in nodes.items()})
@@ -346,7 +449,8 @@ class OpcUaReader:
             self.cycles += 1
             await self._probe(client)
             try:
-                await asyncio.wait_for(handler.lost.wait(), timeout=self._cfg.poll_interval_s)
+                async with asyncio.timeout(self._cfg.poll_interval_s):
+                    await handler.lost.wait()
             except TimeoutError:
                 continue
         raise SourceError(handler.detail or "subscription lost")
@@ -354,9 +458,8 @@ class OpcUaReader:
     async def _probe(self, client: Client) -> None:
         """Read the server state with a timeout: the only way to see a silent drop."""
         try:
-            await asyncio.wait_for(
-                client.get_node(_SERVER_STATE).read_value(), timeout=self._cfg.timeout_s
-            )
+            async with asyncio.timeout(self._cfg.timeout_s):
+                await client.get_node(_SERVER_STATE).read_value()
         except TimeoutError as err:
             raise SourceError(f"server did not answer within {self._cfg.timeout_s:g} s") from err
 
@@ -371,9 +474,8 @@ class OpcUaReader:
         next_at = time.monotonic()
         while True:
             try:
-                values = await asyncio.wait_for(
-                    client.uaclient.read(params), timeout=self._cfg.timeout_s
-                )
+                async with asyncio.timeout(self._cfg.timeout_s):
+                    values = await client.uaclient.read(params)
             except TimeoutError as err:
                 raise SourceError(f"read did not answer within {self._cfg.timeout_s:g} s") from err
             self.cycles += 1
@@ -381,6 +483,100 @@ class OpcUaReader:
                 self.deliver(name, dv)
             next_at += self._cfg.poll_interval_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    # -- plant text ----------------------------------------------------------------------
+    async def _plant_text(self, client: Client, ns: int, nodes: Mapping[str, Node]) -> None:
+        """The session's text task: DisplayNames once, then each text at its own interval.
+
+        Session failures propagate (they mean the numbers' session is gone too). Anything
+        else is caught here, at the task's boundary: the content is untrusted and the
+        numbers must keep flowing, so a surprise costs the texts (reported bad until the
+        next connect), never the session.
+        """
+        try:
+            # Only once the numbers' path says connected: nothing from a session shows up as
+            # good before the link does, and the text reads never delay the subscription.
+            await self._session_up.wait()
+            await self._read_display_names(client, nodes)
+            await self._poll_texts(client, ns)
+        except SESSION_FAILURES:
+            raise
+        except Exception as err:
+            log.error("plant_text_failed", source=self.name, error=f"{type(err).__name__}: {err}")
+            now = self._clock()
+            reason = f"text acquisition failed: {type(err).__name__}"
+            keys = [display_name_key(s) for s in self._signals]
+            keys += list(self._texts or {})
+            self._sink.texts(
+                self.name,
+                [PlantTextValue(key, "", now, Quality.BAD, False, reason) for key in keys],
+            )
+
+    async def _read_display_names(self, client: Client, nodes: Mapping[str, Node]) -> None:
+        """Read every signal node's DisplayName: text a PLC engineer wrote, read on each
+        connect because a restarted or reprogrammed PLC may have renamed its nodes."""
+        if not nodes:
+            return
+        values = await self._read_attribute(
+            client, [node.nodeid for node in nodes.values()], ua.AttributeIds.DisplayName
+        )
+        received = self._clock()
+        self._sink.texts(
+            self.name,
+            [to_display_name(name, dv, received) for name, dv in zip(nodes, values, strict=True)],
+        )
+
+    async def _poll_texts(self, client: Client, ns: int) -> None:
+        texts = self._texts or {}
+        nodeids: dict[str, ua.NodeId] = {}
+        unreadable: list[PlantTextValue] = []
+        for name, spec in texts.items():
+            try:
+                nodeids[name] = ua.NodeId.from_string(f"ns={ns};{spec.node}")
+            except (ValueError, ua.UaError) as err:
+                # Config validation refuses such ids; a reader built without it must still
+                # keep its other texts and its numbers.
+                now = self._clock()
+                reason = f"node {spec.node!r} is not a NodeId: {err}"
+                unreadable.append(PlantTextValue(name, "", now, Quality.BAD, False, reason))
+        if unreadable:
+            self._sink.texts(self.name, unreadable)
+        if not nodeids:
+            return
+        due = dict.fromkeys(nodeids, time.monotonic())
+        while True:
+            started = time.monotonic()
+            ready = [name for name, at in due.items() if at <= started]
+            values = await self._read_attribute(
+                client, [nodeids[n] for n in ready], ua.AttributeIds.Value
+            )
+            received = self._clock()
+            self._sink.texts(
+                self.name,
+                [
+                    to_plant_text(name, dv, texts[name].max_chars, received)
+                    for name, dv in zip(ready, values, strict=True)
+                ],
+            )
+            for name in ready:
+                due[name] = started + texts[name].poll_interval_s
+            await asyncio.sleep(max(0.0, min(due.values()) - time.monotonic()))
+
+    async def _read_attribute(
+        self, client: Client, nodeids: list[ua.NodeId], attribute: ua.AttributeIds
+    ) -> list[ua.DataValue]:
+        """One plain batched Read under the source's timeout, as the numbers' polling does."""
+        params = ua.ReadParameters()
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        params.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=attribute) for n in nodeids]
+        try:
+            async with asyncio.timeout(self._cfg.timeout_s):
+                values: list[ua.DataValue] = await client.uaclient.read(params)
+        except TimeoutError as err:
+            raise SourceError(f"text read did not answer within {self._cfg.timeout_s:g} s") from err
+        if len(values) != len(nodeids):
+            raise SourceError(f"server answered {len(values)} of {len(nodeids)} reads")
+        return values
 
     def deliver(self, name: str, dv: ua.DataValue) -> None:
         """Turn one DataValue into a sample, dropping repeats whose timestamp did not move."""

@@ -80,10 +80,9 @@ class PointWriter:
         raw = to_raw(value, spec.type, scale=spec.scale, offset=spec.offset)
         variant = ua.Variant(bool(raw) if spec.type == "bool" else raw, _VARIANT[spec.type])
         try:
-            await asyncio.wait_for(
-                session.node(spec.address).write_value(ua.DataValue(variant)),
-                timeout=self._timeout_s,
-            )
+            # asyncio.timeout, not wait_for (Python 3.11's can swallow a cancellation).
+            async with asyncio.timeout(self._timeout_s):
+                await session.node(spec.address).write_value(ua.DataValue(variant))
         except ua.UaStatusCodeError as err:
             raise WriteError(f"{spec.address}: refused by the PLC: {err}") from err
 
@@ -113,7 +112,8 @@ class PointWriter:
                 request = client.write_registers(address.offset, registers, device_id=unit)
             else:
                 raise WriteError(f"{spec.address}: read-only Modbus table")
-            response = await asyncio.wait_for(request, timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                response = await request
         if response.isError():
             code = getattr(response, "exception_code", "?")
             raise WriteError(f"{spec.address}: refused by the PLC (Modbus exception {code})")

@@ -109,3 +109,16 @@ async def set_operator_note(
         ua.Variant(text, ua.VariantType.String),
         namespace_uri=namespace_uri,
     )
+
+
+async def set_alarm_message(
+    endpoint: str, text: str, *, namespace_uri: str = PLANT_NAMESPACE
+) -> None:
+    """Overwrite the PLC's alarm banner ``Skid.AlarmMessage``; the PLC writes its own text
+    again the next time its trips change."""
+    await call_simulation(
+        endpoint,
+        "SetAlarmMessage",
+        ua.Variant(text, ua.VariantType.String),
+        namespace_uri=namespace_uri,
+    )

@@ -4,15 +4,21 @@ Address space (namespace = the config source's ``namespace_uri``)::
 
     Objects/
       Skid/                       one variable per signal of the OPC UA source, NodeId and
-        <signal>                  data type from config; Description, and the standard
-          EURange, EngineeringUnits   properties (AnalogItemType for floating-point values)
+        <signal>                  data type from config; DisplayName the signal's name or
+          EURange, EngineeringUnits   the one given in ``display_names``; Description, and
+                                  the standard properties (AnalogItemType for floats)
         OperatorNote              read-only String, plant-provided free text
+        AlarmMessage              read-only String, the PLC's alarm banner ("" when calm)
       Simulation/                 scenario control for tests and the CLI (not PLC data)
         InjectFault(name: String, severity: Double)
         ClearFaults()
         SetRemote(enabled: Boolean)
         RestartPlc()
         SetOperatorNote(text: String)
+        SetAlarmMessage(text: String)
+
+The strings (OperatorNote, AlarmMessage, DisplayNames) are what a real plant lets people
+write, so tests put hostile text there: the gateway must carry it as data, never obey it.
 
 Values carry the PLC's quality (a failed sensor publishes ``BadSensorFailure``) and a
 source timestamp: the simulated instant the runtime maps to wall-clock time.
@@ -130,8 +136,16 @@ SECURE_POLICIES: Final = (
 
 SKID_ID: Final = "Skid"
 OPERATOR_NOTE_ID: Final = "Skid.OperatorNote"
+ALARM_MESSAGE_ID: Final = "Skid.AlarmMessage"
 SIMULATION_ID: Final = "Simulation"
-METHODS: Final = ("InjectFault", "ClearFaults", "SetRemote", "RestartPlc", "SetOperatorNote")
+METHODS: Final = (
+    "InjectFault",
+    "ClearFaults",
+    "SetRemote",
+    "RestartPlc",
+    "SetOperatorNote",
+    "SetAlarmMessage",
+)
 
 #: Re-stamp an unchanged value at least this often (wall seconds), so a polling client's
 #: source timestamps keep moving while a setpoint or status holds still.
@@ -151,6 +165,9 @@ class SimulationControl(Protocol):
     def set_remote(self, enabled: bool) -> None: ...
 
     def restart_plc(self) -> None: ...
+
+    async def set_alarm_message(self, text: str) -> None:
+        """Overwrite the PLC's alarm text (it is the PLC's state; this server serves it)."""
 
 
 _Method = Callable[..., Awaitable[ua.CallMethodResult]]
@@ -298,10 +315,13 @@ class PlantOpcUaServer:
         trusted_certificates: Client certificates (DER/PEM files) a secured server accepts;
             None accepts any client certificate that passes the checks of
             :meth:`check_client_certificate` (a simulator convenience, not a trust model).
+        display_names: Plant point name -> DisplayName of its node, in place of the
+            signal's name: what a PLC engineer typed, served verbatim (any text at all).
 
     Raises:
         ConfigError: No single OPC UA source, a signal whose plant point does not exist,
             or a signal address that collides with the plant's own nodes.
+        ValueError: A ``display_names`` key that is not a point served over OPC UA.
     """
 
     def __init__(
@@ -317,6 +337,7 @@ class PlantOpcUaServer:
         private_key: Path | None = None,
         security_policies: Sequence[ua.SecurityPolicyType] | None = None,
         trusted_certificates: Sequence[Path] | None = None,
+        display_names: Mapping[str, str] | None = None,
     ) -> None:
         self.source_name, self.source = opcua_source(cfg, source)
         self.endpoint = f"opc.tcp://{host}:{port}{urlparse(self.source.endpoint).path or '/'}"
@@ -324,6 +345,14 @@ class PlantOpcUaServer:
             name: sig for name, sig in cfg.signal.items() if sig.source == self.source_name
         }
         self._check_signals()
+        served = sorted(sig.point or name for name, sig in self._signals.items())
+        unknown = sorted(set(display_names or {}) - set(served))
+        if unknown:
+            raise ValueError(
+                f"display_names: {', '.join(unknown)} not served over OPC UA; "
+                f"served points: {', '.join(served)}"
+            )
+        self._display_names = dict(display_names or {})
         self._sink = sink
         self._simulation = simulation
         self._certificate = certificate
@@ -347,6 +376,8 @@ class PlantOpcUaServer:
         self._by_nodeid: dict[ua.NodeId, _SignalNode] = {}
         self._operator_note_id: ua.NodeId | None = None
         self.operator_note = ""
+        self._alarm_message_id: ua.NodeId | None = None
+        self.alarm_message = ""
         # Last published (value, good, reason) and wall time per signal, to skip unchanged.
         self._published: dict[str, tuple[float, bool, str | None, float | None]] = {}
         self._published_at: dict[str, float] = {}
@@ -355,7 +386,12 @@ class PlantOpcUaServer:
 
     def _check_signals(self) -> None:
         problems = []
-        reserved = {f"s={SKID_ID}", f"s={OPERATOR_NOTE_ID}", f"s={SIMULATION_ID}"}
+        reserved = {
+            f"s={SKID_ID}",
+            f"s={OPERATOR_NOTE_ID}",
+            f"s={ALARM_MESSAGE_ID}",
+            f"s={SIMULATION_ID}",
+        }
         reserved |= {f"s={SIMULATION_ID}.{m}" for m in METHODS}
         for name, sig in self._signals.items():
             point = sig.point or name
@@ -404,7 +440,8 @@ class PlantOpcUaServer:
         self._clock_at = 0.0
         if self._last is not None:
             await self.publish(*self._last)
-        await self._write_operator_note()
+        await self._write_string(self._operator_note_id, self.operator_note)
+        await self._write_string(self._alarm_message_id, self.alarm_message)
         try:
             await server.start()
         except BaseException:
@@ -495,17 +532,30 @@ class PlantOpcUaServer:
                 ua.VariantType.ExtensionObject,
                 datatype=_nodeid(ua.ObjectIds.EUInformation),
             )
-        note = await skid.add_variable(
-            _nodeid(OPERATOR_NOTE_ID, idx),
-            ua.QualifiedName("OperatorNote", idx),
-            ua.Variant(self.operator_note, ua.VariantType.String),
+        self._operator_note_id = await self._add_string(
+            skid, OPERATOR_NOTE_ID, self.operator_note, "Free text from the plant's operators."
         )
-        await note.write_attribute(
-            ua.AttributeIds.Description,
-            ua.DataValue(ua.Variant(ua.LocalizedText("Free text from the plant's operators."))),
+        self._alarm_message_id = await self._add_string(
+            skid,
+            ALARM_MESSAGE_ID,
+            self.alarm_message,
+            "The PLC's alarm banner: its active trips, empty when none.",
         )
-        self._operator_note_id = note.nodeid
         await self._build_simulation(objects)
+
+    async def _add_string(self, skid: Node, identifier: str, text: str, about: str) -> ua.NodeId:
+        """A read-only String variable (clients' writes are refused by judge_write)."""
+        idx = self.namespace_index
+        var = await skid.add_variable(
+            _nodeid(identifier, idx),
+            ua.QualifiedName(identifier.rsplit(".", 1)[-1], idx),
+            ua.Variant(text, ua.VariantType.String),
+        )
+        await var.write_attribute(
+            ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(about)))
+        )
+        nodeid: ua.NodeId = var.nodeid
+        return nodeid
 
     async def _add_signal(self, server: Server, skid: Node, name: str, sig: Signal) -> _SignalNode:
         idx = self.namespace_index
@@ -517,7 +567,7 @@ class PlantOpcUaServer:
         if spec.writable:
             access |= ua.AccessLevel.CurrentWrite.mask
         attrs = ua.VariableAttributes()
-        attrs.DisplayName = ua.LocalizedText(name)
+        attrs.DisplayName = ua.LocalizedText(self._display_names.get(point, name))
         attrs.Description = ua.LocalizedText(sig.description or spec.description)
         attrs.DataType = _nodeid(vtype.value)
         attrs.ValueRank = ua.ValueRank.Scalar
@@ -575,6 +625,11 @@ class PlantOpcUaServer:
                 "SetOperatorNote",
                 self._m_set_operator_note,
                 [arg("text", ua.VariantType.String, "new text of Skid.OperatorNote")],
+            ),
+            (
+                "SetAlarmMessage",
+                self._m_set_alarm_message,
+                [arg("text", ua.VariantType.String, "new text of Skid.AlarmMessage")],
             ),
         )
         for method, func, inputs in specs:
@@ -655,16 +710,26 @@ class PlantOpcUaServer:
     async def set_operator_note(self, text: str) -> None:
         """Replace the text of ``Skid.OperatorNote``."""
         self.operator_note = text
-        await self._write_operator_note()
+        await self._write_string(self._operator_note_id, text)
 
-    async def _write_operator_note(self) -> None:
-        if self._server is not None and self._operator_note_id is not None:
+    async def set_alarm_message(self, text: str) -> None:
+        """Serve ``text`` as ``Skid.AlarmMessage``; the runtime calls this on every scan,
+        so an unchanged text is not written again (its source timestamp says when the PLC
+        last changed it)."""
+        if text == self.alarm_message:
+            return
+        self.alarm_message = text
+        await self._write_string(self._alarm_message_id, text)
+
+    async def _write_string(self, nodeid: ua.NodeId | None, text: str) -> None:
+        if self._server is not None and nodeid is not None:
+            now = _ua_time(datetime.now(UTC))
             await self._server.write_attribute_value(
-                self._operator_note_id,
+                nodeid,
                 ua.DataValue(
-                    ua.Variant(self.operator_note, ua.VariantType.String),
-                    SourceTimestamp=_ua_time(datetime.now(UTC)),
-                    ServerTimestamp=_ua_time(datetime.now(UTC)),
+                    ua.Variant(text, ua.VariantType.String),
+                    SourceTimestamp=now,
+                    ServerTimestamp=now,
                 ),
             )
 
@@ -753,6 +818,15 @@ class PlantOpcUaServer:
         if isinstance(checked, ua.CallMethodResult):
             return checked
         await self.set_operator_note(str(checked[0] or ""))
+        return ua.CallMethodResult(InputArgumentResults=[ua.StatusCode()])
+
+    async def _m_set_alarm_message(
+        self, parent: ua.NodeId, *args: ua.Variant
+    ) -> ua.CallMethodResult:
+        checked = _check_args("SetAlarmMessage", args, (ua.VariantType.String,))
+        if isinstance(checked, ua.CallMethodResult):
+            return checked
+        await self._simulation.set_alarm_message(str(checked[0] or ""))
         return ua.CallMethodResult(InputArgumentResults=[ua.StatusCode()])
 
 

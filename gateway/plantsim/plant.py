@@ -280,6 +280,16 @@ class Plant:
         """
         self._plc.remote_enabled = bool(enabled)
 
+    @property
+    def alarm_message(self) -> str:
+        """The PLC's alarm banner: its active trips, "" when none (see :mod:`plc`)."""
+        return self._plc.alarm_message
+
+    def set_alarm_message(self, text: str) -> None:
+        """Overwrite the alarm banner, as an HMI or a test may; the PLC rewrites it the next
+        time its trips change."""
+        self._plc.alarm_message = text
+
     def restart_plc(self) -> None:
         """Restart the PLC: integrators reset, remote setpoints back to the local values,
         heartbeat grace restarts; trip latches are retentive. The process keeps running."""

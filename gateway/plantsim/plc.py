@@ -16,6 +16,10 @@ What the PLC decides on its own, whatever the gateway does:
   condition is gone. They read the PLC's own safety transmitters, modelled as the true
   process values: no noise, drift, freeze or failure, because a trip must not depend
   on the instruments the faults corrupt. Trip latches are retentive across a restart.
+* **Alarm banner.** Whenever the set of active trips changes, the PLC program writes a
+  short text naming them (``alarm_message``, "" once all have cleared), as a real PLC
+  feeds an HMI banner. Anyone may overwrite it in between (an HMI, a test); the text
+  is free-form plant data and the gateway treats it as such.
 * **Write acceptance.** The PLC refuses unknown and read-only points, non-finite values,
   values outside the point's acceptance limits and setpoint writes in local mode.
 """
@@ -38,6 +42,16 @@ from gateway.plantsim.points import (
     UINT16_MAX,
 )
 from gateway.plantsim.process import ActuatorDemand
+
+TRIP_TEXTS: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        TRIP_HEATER_LOW_LEVEL: "TRIP: heater off, tank level low",
+        TRIP_HEATER_OVER_TEMP: "TRIP: heater off, tank over-temperature",
+        TRIP_PUMP_BEARING_TEMP: "TRIP: pump stopped, bearing hot",
+        TRIP_PUMP_DRY_RUN: "TRIP: pump stopped, running dry",
+    }
+)
+"""The banner text of each trip bit, as the PLC program writes it."""
 
 REMOTE_DEFAULTS: Final[Mapping[str, float]] = MappingProxyType(
     {"level_sp": 1.5, "temp_sp": 45.0, "valve_cmd": 50.0}
@@ -169,6 +183,8 @@ class PLC:
         self.remote = True
         """Mode in force at the last scan."""
         self.trip_word = 0
+        self.alarm_message = ""
+        """The alarm banner; rewritten by the PLC when its trips change (see module doc)."""
         self._dry_run_s = 0.0
         self._dry_run_tripped_at = 0.0
         self.level_loop = PIController(LEVEL_KP, LEVEL_TI_S)
@@ -310,6 +326,9 @@ class PLC:
             self._dry_run_s = 0.0
         elif word & TRIP_PUMP_DRY_RUN and now - self._dry_run_tripped_at >= DRY_RUN_RESET_S:
             word &= ~TRIP_PUMP_DRY_RUN
+        if word != self.trip_word:
+            # On changes only, so a text someone else wrote stays until the PLC has news.
+            self.alarm_message = alarm_text(word)
         self.trip_word = word
 
     # ------------------------------------------------------------------ writes
@@ -339,6 +358,11 @@ class PLC:
         if not self.ignore_setpoint_writes:
             self.remote_setpoints[point] = value
         return WriteOutcome(True, "ok")
+
+
+def alarm_text(trip_word: int) -> str:
+    """The banner for a trip word: each active trip's text in bit order, "" when none."""
+    return "; ".join(text for bit, text in TRIP_TEXTS.items() if trip_word & bit)
 
 
 def _latch(word: int, bit: int, trip: bool, clear: bool) -> int:

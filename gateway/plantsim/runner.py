@@ -73,11 +73,14 @@ class PlantRuntime:
         local_setpoints: Overrides of the PLC's local (fallback) setpoints.
         opcua_certificate: Server certificate, enabling secure OPC UA endpoints.
         opcua_private_key: The certificate's private key.
+        display_names: Plant point name -> the DisplayName its OPC UA node shows instead of
+            the signal's name: plant-written text, for tests and the demo to make hostile.
 
     Raises:
         ValueError: ``speed`` or ``tick_s`` not a positive finite number, an unknown fault
-            or a severity outside [0, 1] in ``faults``, or a bad ``watchdog_s`` or
-            ``local_setpoints`` (from :class:`Plant`).
+            or a severity outside [0, 1] in ``faults``, a bad ``watchdog_s`` or
+            ``local_setpoints`` (from :class:`Plant`), or a ``display_names`` key that is
+            not a point served over OPC UA.
         ConfigError: The config cannot be served (see the two server classes).
     """
 
@@ -97,6 +100,7 @@ class PlantRuntime:
         local_setpoints: Mapping[str, float] | None = None,
         opcua_certificate: Path | None = None,
         opcua_private_key: Path | None = None,
+        display_names: Mapping[str, str] | None = None,
     ) -> None:
         for label, value in (("speed", speed), ("tick_s", tick_s)):
             if not (math.isfinite(value) and value > 0):
@@ -112,6 +116,7 @@ class PlantRuntime:
             simulation=self,
             certificate=opcua_certificate,
             private_key=opcua_private_key,
+            display_names=display_names,
         )
         self.modbus = PlantModbusServer(cfg, host=host, port=modbus_port, sink=self)
         self._write_log_path = write_log
@@ -243,6 +248,7 @@ class PlantRuntime:
             readings = self.plant.read()
             self.modbus.publish(readings)
             await self.opcua.publish(readings, self.instant(), force=force, stamp=self.instant)
+            await self.opcua.set_alarm_message(self.plant.alarm_message)
 
     # ------------------------------------------------------------------ writes (WriteSink)
 
@@ -310,6 +316,13 @@ class PlantRuntime:
     async def set_operator_note(self, text: str) -> None:
         """Replace the plant-provided free text served as ``Skid.OperatorNote``."""
         await self.opcua.set_operator_note(text)
+
+    async def set_alarm_message(self, text: str) -> None:
+        """Overwrite the PLC's alarm banner ``Skid.AlarmMessage`` (until its trips change)
+        and serve it at once."""
+        self.plant.set_alarm_message(text)
+        async with self._publish_lock:
+            await self.opcua.set_alarm_message(self.plant.alarm_message)
 
     async def _restart_opcua(self, severity: float) -> None:
         down_s = (RESTART_BASE_S + RESTART_PER_SEVERITY_S * severity) / self.speed

@@ -132,6 +132,11 @@ class FakeControlService:
         self._call("resume_autonomy", caller, note)
         return {"autonomy": "L3", "resumed_by": caller.name, "note": note}
 
+    async def ask_agent(self, caller: Caller, note: str) -> dict[str, Any]:
+        self._call("ask_agent", caller, note)
+        self.count += 1
+        return {"incident": f"request-0-{self.count}", "queued": 1}
+
     def _find(self, proposal_id: str) -> dict[str, Any]:
         if proposal_id not in self.store:
             raise ControlError(404, "unknown_proposal", f"no proposal {proposal_id!r}")

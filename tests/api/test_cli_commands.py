@@ -1,5 +1,5 @@
 """The CLI on top of the API: `propose`, `proposals`, `approve`, `reject`,
-`resume-autonomy` against a real server, `token add`, and `audit show`.
+`resume-autonomy` and `ask` against a real server, `token add`, and `audit show`.
 
 Exit codes: 0 whenever the request was answered (a rejected proposal included), 2 when it
 was refused as given (4xx, bad --set, no token, no [api]), 1 when it could not be made or
@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.api.auth import TokenFile, load_tokens
-from gateway.api.ports import Caller, Role
+from gateway.api.ports import Caller, ControlError, Role
 from gateway.cli import main
 from gateway.store.audit import SqliteAuditTrail
 from tests.api.conftest import OPERATOR, VIEWER, Api, FakeControlService, ServerThread
@@ -278,6 +278,74 @@ def test_reject_requires_a_reason(cfg: str) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["reject", "p-1", "--config", cfg])
     assert caught.value.code == 2
+
+
+# -- ask ------------------------------------------------------------------------------------
+
+
+def test_ask_prints_the_incident_as_one_json_object(
+    api: Api, cfg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """exit 0, one JSON line with the incident id; the note and the token's name reach the
+    service unchanged."""
+    code, out, err = _run(capsys, "ask", "--config", cfg, "--note", "the pump sounds odd")
+    assert (code, err) == (0, "")
+    assert len(out.splitlines()) == 1
+    assert json.loads(out) == {"incident": "request-0-1", "queued": 1}
+    ((kind, (caller, note)),) = api.service.calls
+    assert (kind, caller.name, note) == ("ask_agent", "otto", "the pump sounds odd")
+
+
+@pytest.mark.parametrize(
+    ("token", "note", "failure", "exit_code", "expected"),
+    [
+        pytest.param(VIEWER, "look", None, 2, "HTTP 403 forbidden", id="viewer"),
+        pytest.param(OPERATOR, " ", None, 2, "note: must not be empty", id="blank-note"),
+        pytest.param(
+            OPERATOR,
+            "look",
+            ControlError(503, "agent_unavailable", "no agent"),
+            1,
+            "HTTP 503 agent_unavailable: no agent",
+            id="no-agent",
+        ),
+    ],
+)
+def test_ask_refused_or_unavailable_prints_nothing_and_exits_like_the_others(
+    api: Api,
+    cfg: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    token: str,
+    note: str,
+    failure: ControlError | None,
+    exit_code: int,
+    expected: str,
+) -> None:
+    """A refusal as asked (4xx) exits 2; no agent to take it (503) is the gateway's side,
+    exit 1; either way stdout stays empty and stderr has the server's reason."""
+    monkeypatch.setenv("EDGETWIN_TOKEN", token)
+    api.service.fail = failure
+    code, out, err = _run(capsys, "ask", "--config", cfg, "--note", note)
+    assert (code, out) == (exit_code, "")
+    assert err.startswith("edgetwin ask: ")
+    assert expected in err
+
+
+def test_ask_requires_a_note_and_says_where_the_answer_comes(
+    cfg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ask` without --note is a usage error (exit 2); its help points at the audit trail
+    and `edgetwin proposals`, since the answer is not printed."""
+    with pytest.raises(SystemExit) as caught:
+        main(["ask", "--config", cfg])
+    assert caught.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "audit trail" in text
+    assert "`edgetwin proposals`" in text
 
 
 # -- token add ------------------------------------------------------------------------------

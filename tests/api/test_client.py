@@ -29,6 +29,8 @@ def test_every_route_round_trips(api: Api) -> None:
     other = client.propose({"temp_sp": 2.0}, "warmer")["proposal_id"]
     assert client.reject(other, "not today")["rejected_by"] == "otto"
     assert client.resume_autonomy("read-back fixed")["resumed_by"] == "otto"
+    assert client.ask_agent("the pump sounds odd")["incident"].startswith("request-")
+    assert api.service.calls[-1][1][1] == "the pump sounds odd"
     assert client.openapi()["openapi"] == "3.1.0"
     submitted = api.service.submitted()
     assert submitted[0].expires_in_s == 300.0
@@ -42,6 +44,8 @@ def test_every_route_round_trips(api: Api) -> None:
         pytest.param("nope", "signals", 401, "unauthorized", id="unknown-token"),
         pytest.param(OPERATOR, "unknown", 404, "unknown_proposal", id="unknown-id"),
         pytest.param(OPERATOR, "empty-reason", 400, "invalid_request", id="empty-reason"),
+        pytest.param(VIEWER, "ask", 403, "forbidden", id="viewer-asks"),
+        pytest.param(OPERATOR, "empty-note", 400, "invalid_request", id="empty-note"),
     ],
 )
 def test_http_errors_carry_status_code_and_message(
@@ -55,6 +59,8 @@ def test_http_errors_carry_status_code_and_message(
         "signals": client.signals,
         "unknown": lambda: client.approve("p-404"),
         "empty-reason": lambda: client.reject("p-1", ""),
+        "ask": lambda: client.ask_agent("look"),
+        "empty-note": lambda: client.ask_agent("  "),
     }
     with pytest.raises(ApiError) as caught:
         calls[call]()

@@ -72,19 +72,25 @@ LEAST_ROLE = {
     ("POST", "/v1/proposals/{id}/approve"): Role.OPERATOR,
     ("POST", "/v1/proposals/{id}/reject"): Role.OPERATOR,
     ("POST", "/v1/autonomy/resume"): Role.OPERATOR,
+    ("POST", "/v1/agent/requests"): Role.OPERATOR,
 }
+
+#: Success statuses other than 200: asking the agent only queues the work (202 Accepted).
+ACCEPTED = {("POST", "/v1/agent/requests")}
 
 BODIES: dict[str, dict[str, Any]] = {
     "/v1/proposals": GOOD,
     "/v1/proposals/{id}/approve": {"note": "looks fine"},
     "/v1/proposals/{id}/reject": {"reason": "not now"},
     "/v1/autonomy/resume": {"note": "read-back fixed"},
+    "/v1/agent/requests": {"note": "the pump sounds odd"},
 }
 
 
 def test_routes_declare_the_documented_least_roles() -> None:
     """Each route asks for the role the issue gives it: viewers read, operators act."""
     assert {(r.method, r.path): r.role for r in ROUTES} == LEAST_ROLE
+    assert {(r.method, r.path) for r in ROUTES if r.status == 202} == ACCEPTED
 
 
 @pytest.mark.parametrize("role", list(Role))
@@ -92,13 +98,14 @@ def test_routes_declare_the_documented_least_roles() -> None:
 def test_each_role_may_do_exactly_what_its_rank_allows(
     api: Api, role: Role, method: str, path: str
 ) -> None:
-    """A viewer may read but not propose, approve, reject or resume (403); an operator and
-    an engineer may do everything; an allowed call reaches the service as that caller."""
+    """A viewer may read but not propose, approve, reject, resume or ask the agent (403);
+    an operator and an engineer may do everything; an allowed call reaches the service as
+    that caller."""
     api.service.store["p-9"] = {"proposal_id": "p-9", "status": "pending", "approvals": []}
     name, token = TOKENS[role]
     answer = api.call(method, path.replace("{id}", "p-9"), token=token, body=BODIES.get(path))
     if role.allows(LEAST_ROLE[(method, path)]):
-        assert answer.status == 200, answer.body
+        assert answer.status == (202 if (method, path) in ACCEPTED else 200), answer.body
         if method == "POST":
             (_, args), *_ = api.service.calls
             assert args[0].name == name
@@ -117,6 +124,25 @@ def test_the_proposer_is_the_tokens_name_and_role(api: Api) -> None:
     caller, request = args
     assert (caller.name, caller.role) == ("otto", Role.OPERATOR)
     assert request == ProposalRequest(targets={"level_sp": 1.8}, reason=REASON)
+
+
+def test_asking_the_agent_is_accepted_with_the_incident(api: Api) -> None:
+    """POST /v1/agent/requests: 202 (queued, not answered) with the service's incident;
+    the service is told who asked and what they said, word for word."""
+    note = "the pump sounds odd, have a look"
+    answer = api.call("POST", "/v1/agent/requests", body={"note": note})
+    assert answer.status == 202
+    assert answer.body == {"incident": "request-0-1", "queued": 1}
+    ((kind, (caller, sent)),) = api.service.calls
+    assert (kind, caller.name, caller.role, sent) == ("ask_agent", "otto", Role.OPERATOR, note)
+
+
+def test_asking_the_agent_when_it_cannot_take_it_is_a_503(api: Api) -> None:
+    """The service's 503 (no agent, queue full) reaches the client with its code."""
+    api.service.fail = ControlError(503, "agent_unavailable", "no agent is attached")
+    answer = api.call("POST", "/v1/agent/requests", body={"note": "look"})
+    assert answer.status == 503
+    assert answer.body == {"error": "agent_unavailable", "message": "no agent is attached"}
 
 
 def test_a_rejected_verdict_is_a_200_result(api: Api) -> None:
@@ -269,6 +295,15 @@ def test_a_body_not_sent_as_json_is_refused_with_415(api: Api) -> None:
         pytest.param("/v1/proposals/p-1/reject", {"reason": ""}, "must not be empty", id="empty"),
         pytest.param("/v1/autonomy/resume", {}, "missing: note", id="resume-no-note"),
         pytest.param("/v1/autonomy/resume", {"note": " "}, "must not be empty", id="resume-blank"),
+        pytest.param("/v1/agent/requests", {}, "missing: note", id="ask-no-note"),
+        pytest.param("/v1/agent/requests", {"note": ""}, "must not be empty", id="ask-empty"),
+        pytest.param("/v1/agent/requests", {"note": " \n"}, "must not be empty", id="ask-blank"),
+        pytest.param("/v1/agent/requests", {"note": ["x"]}, "must be a string", id="ask-list"),
+        pytest.param("/v1/agent/requests", {"note": LONG}, "at most 2000", id="ask-long"),
+        pytest.param(
+            "/v1/agent/requests", {"note": "x", "urgent": True}, "unknown field", id="ask-extra"
+        ),
+        pytest.param("/v1/agent/requests?now=1", {"note": "x"}, "unknown query", id="ask-query"),
         pytest.param("/v1/proposals/p%20x/approve", {}, "is not a proposal id", id="bad-id"),
         pytest.param("/v1/proposals?x=1", GOOD, "unknown query parameter", id="query-on-post"),
     ],
@@ -276,8 +311,8 @@ def test_a_body_not_sent_as_json_is_refused_with_415(api: Api) -> None:
 def test_other_bodies_are_validated_too(
     api: Api, path: str, body: dict[str, Any], expected: str
 ) -> None:
-    """Approve, reject and resume take only their fields; a rejection and a resumption
-    must say why."""
+    """Approve, reject, resume and ask take only their fields; a rejection, a resumption
+    and a question to the agent must say why."""
     api.service.store["p-1"] = {"proposal_id": "p-1", "status": "pending", "approvals": []}
     answer = api.call("POST", path, body=body)
     assert answer.status == 400, answer.body
@@ -452,8 +487,8 @@ def _refs(node: Any) -> list[str]:
 
 
 def test_openapi_lists_exactly_the_served_routes_with_their_roles(api: Api) -> None:
-    """Every route the app serves is in the document with the same least role, and the
-    document lists nothing the app does not serve."""
+    """Every route the app serves is in the document with the same least role and success
+    status, and the document lists nothing the app does not serve."""
     served = {
         (route.method, route.resource.canonical)
         for route in api.server.app.router.routes()
@@ -468,6 +503,12 @@ def test_openapi_lists_exactly_the_served_routes_with_their_roles(api: Api) -> N
         for method, op in ops.items()
     }
     assert roles == {(r.method, r.path): r.role.value for r in ROUTES}
+    successes = {
+        (method.upper(), path): [code for code in op["responses"] if code.startswith("2")]
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+    assert successes == {(r.method, r.path): [str(r.status)] for r in ROUTES}
 
 
 def test_openapi_references_resolve_and_limits_match() -> None:
@@ -481,6 +522,9 @@ def test_openapi_references_resolve_and_limits_match() -> None:
     assert proposal["additionalProperties"] is False
     assert proposal["properties"]["reason"]["maxLength"] == openapi.MAX_TEXT_CHARS
     assert proposal["properties"]["targets"]["maxProperties"] == openapi.MAX_TARGETS
+    ask = doc["components"]["schemas"]["AgentRequest"]
+    assert (ask["required"], ask["additionalProperties"]) == (["note"], False)
+    assert ask["properties"]["note"]["maxLength"] == openapi.MAX_TEXT_CHARS
     assert doc["openapi"] == "3.1.0"
 
 
