@@ -175,9 +175,10 @@ async def model_speed(cfg: GatewayConfig, path: Path, completions: int) -> dict[
 
 async def loop_latency(
     cfg: GatewayConfig, state: Path, rounds: int
-) -> tuple[list[float], dict[str, int]]:
+) -> tuple[list[float], list[float], dict[str, int]]:
     outcomes: dict[str, int] = {}
     latencies: list[float] = []
+    decided: list[float] = []
     opcua_port, modbus_port = _served_ports(cfg)
     async with PlantRuntime(
         cfg, opcua_port=opcua_port, modbus_port=modbus_port, watchdog_s=30.0
@@ -205,6 +206,7 @@ async def loop_latency(
                     t0 = time.monotonic()
                     result = await agent.handle(alert_trigger(alert(name, message, n)))
                     outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                    decided.append(time.monotonic() - t0)
                     if result.outcome == "proposed":
                         latencies.append(time.monotonic() - t0)
                     took = time.monotonic() - t0
@@ -214,7 +216,7 @@ async def loop_latency(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    return latencies, outcomes
+    return latencies, decided, outcomes
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -244,17 +246,20 @@ async def main() -> int:
             f"per completion; agent's worker process: {speed['worker_s']:.2f} s; "
             f"worker_vs_inprocess={speed['worker_s'] / speed['inprocess_s']:.2f}"
         )
-        latencies, outcomes = await loop_latency(cfg, Path(tmp) / "state", args.rounds)
+        latencies, decided, outcomes = await loop_latency(cfg, Path(tmp) / "state", args.rounds)
     print(
         f"incidents: {outcomes}; alert to verdict over {len(latencies)} proposals: "
-        f"p50 {_pct(latencies, 0.5):.1f} s, p99 {_pct(latencies, 0.99):.1f} s"
+        f"p50 {_pct(latencies, 0.5):.1f} s, p99 {_pct(latencies, 0.99):.1f} s; alert to the "
+        f"agent's last word (proposal, no action, or giving up) over {len(decided)} "
+        f"incidents: p50 {_pct(decided, 0.5):.1f} s, p99 {_pct(decided, 0.99):.1f} s"
     )
     print(
         f"bench agent: gen_tok_s={speed['gen_tok_s']:.1f} prompt_tok_s={speed['prompt_tok_s']:.0f} "
         f"prompt_tokens={speed['prompt_tokens']:.0f} "
         f"worker_vs_inprocess={speed['worker_s'] / speed['inprocess_s']:.2f} "
         f"alert_to_verdict_p50_s={_pct(latencies, 0.5):.1f} "
-        f"alert_to_verdict_p99_s={_pct(latencies, 0.99):.1f}"
+        f"alert_to_verdict_p99_s={_pct(latencies, 0.99):.1f} "
+        f"alert_to_outcome_p50_s={_pct(decided, 0.5):.1f}"
     )
     return 0
 

@@ -41,9 +41,9 @@ CONFIDENCES: tuple[Confidence, ...] = ("low", "medium", "high")
 #: Printable ASCII except ``"`` and ``\``: always valid inside a JSON string, no escapes.
 _SAFE_CHARS = r"[ !#-\[\]-~]"
 
-DIAGNOSIS_CHARS = 100
-RATIONALE_CHARS = 140
-EFFECT_CHARS = 100
+DIAGNOSIS_CHARS = 80
+RATIONALE_CHARS = 120
+EFFECT_CHARS = 80
 
 _FIELDS = ("action", "diagnosis", "confidence", "setpoints", "rationale", "expected_effect")
 
