@@ -27,6 +27,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from gateway.config.schema import ModbusSource, Signal
 from gateway.errors import SourceError
+from gateway.io.apart import call_apart
 from gateway.io.modbus_codec import decode_registers
 from gateway.io.modbus_plan import ReadBlock, plan_reads
 from gateway.io.ports import LinkState, SampleSink
@@ -168,11 +169,9 @@ class ModbusReader:
         self._sink.link(self.name, state, detail)
 
     async def _session(self, client: Any) -> None:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        # that arrives as the awaited call completes, and a reader that ignores its
-        # cancellation keeps the daemon from stopping.
-        async with asyncio.timeout(self._cfg.timeout_s * 2):
-            connected = await client.connect()
+        # In a task of its own: pymodbus answers a cancellation of connect() with False,
+        # which would swallow ours (see gateway.io.apart).
+        connected = await call_apart(client.connect(), self._cfg.timeout_s * 2, "connect")
         if not connected:
             raise SourceError(f"cannot connect to {self._describe()}")
         self.connects += 1
@@ -219,8 +218,11 @@ class ModbusReader:
         }[block.table]
         self.requests += 1
         try:
-            async with asyncio.timeout(self._cfg.timeout_s + 0.5):
-                response = await reader(block.start, count=block.count, device_id=block.unit)
+            response = await call_apart(
+                reader(block.start, count=block.count, device_id=block.unit),
+                self._cfg.timeout_s + 0.5,
+                f"read of unit {block.unit}",
+            )
         except (TimeoutError, ModbusException) as err:
             if isinstance(err, ConnectionException):
                 raise

@@ -13,7 +13,6 @@ for Modbus, its lock, so a write never interleaves with a read on the same link.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from asyncua import ua
@@ -21,6 +20,7 @@ from asyncua import ua
 from gateway.config.addresses import parse_modbus_address
 from gateway.config.schema import GatewayConfig, Signal
 from gateway.errors import WriteError
+from gateway.io.apart import call_apart
 from gateway.io.modbus_codec import encode_registers, to_raw
 from gateway.io.modbus_reader import ModbusReader
 from gateway.io.opcua_reader import OpcUaReader
@@ -80,9 +80,11 @@ class PointWriter:
         raw = to_raw(value, spec.type, scale=spec.scale, offset=spec.offset)
         variant = ua.Variant(bool(raw) if spec.type == "bool" else raw, _VARIANT[spec.type])
         try:
-            # asyncio.timeout, not wait_for (Python 3.11's can swallow a cancellation).
-            async with asyncio.timeout(self._timeout_s):
-                await session.node(spec.address).write_value(ua.DataValue(variant))
+            await call_apart(
+                session.node(spec.address).write_value(ua.DataValue(variant)),
+                self._timeout_s,
+                f"write of {spec.address}",
+            )
         except ua.UaStatusCodeError as err:
             raise WriteError(f"{spec.address}: refused by the PLC: {err}") from err
 
@@ -112,8 +114,7 @@ class PointWriter:
                 request = client.write_registers(address.offset, registers, device_id=unit)
             else:
                 raise WriteError(f"{spec.address}: read-only Modbus table")
-            async with asyncio.timeout(self._timeout_s):
-                response = await request
+            response = await call_apart(request, self._timeout_s, f"write of {spec.address}")
         if response.isError():
             code = getattr(response, "exception_code", "?")
             raise WriteError(f"{spec.address}: refused by the PLC (Modbus exception {code})")
