@@ -33,6 +33,7 @@ from gateway.agent.llm import Completion
 from gateway.agent.memory import Entry, IncidentMemory
 from gateway.agent.prompt import PlantContext, Turn, build_messages, untrusted
 from gateway.agent.schema import AgentReply, ReplyError, parse_reply, reply_schema
+from gateway.api.ports import ControlError
 from gateway.config.schema import AgentSection, GatewayConfig
 from gateway.errors import GatewayError, StoreError
 
@@ -285,7 +286,13 @@ class AgentService:
             may_simulate = len(turns) < self.section.max_simulations
             reply, text = await self._ask(trigger, context, passages, turns, may_simulate)
             if reply.action == "simulate":
-                answer = await self._whatif(reply.setpoints)
+                try:
+                    answer = await self._whatif(reply.setpoints)
+                # The twin is not a safety function for the agent's questions: a failure
+                # is the answer (the gate will simulate the proposal itself anyway).
+                except Exception as err:
+                    log.error("agent_whatif_failed", error=f"{type(err).__name__}: {err}")
+                    answer = {"ok": False, "error": "the twin could not answer"}
                 await self._record(
                     "agent_simulation",
                     {
@@ -395,7 +402,7 @@ class AgentService:
         )
         try:
             outcome = await self._propose(self.proposer, reply.setpoints, reason)
-        except GatewayError as err:
+        except (GatewayError, ControlError) as err:
             # The request itself failed (not a verdict): no proposal; retried like a fault.
             raise _Failed(
                 "propose_failed", {"reason": "propose_failed", "error": str(err)}

@@ -237,3 +237,32 @@ def test_one_alert_is_one_incident_until_it_gets_worse() -> None:
     svc.section = AgentSection(min_interval_s=0)
     assert len(svc.poll_alerts()) == 1  # it climbed
     assert svc.queue.qsize() == 2
+
+
+async def test_a_failing_twin_or_a_refused_request_never_stops_the_agent() -> None:
+    """A what-if that raises becomes an answer; a proposal the service refuses as a
+    request (ControlError) is a failed attempt, retried: neither escapes the agent task."""
+    from gateway.api.ports import ControlError
+
+    async def broken_twin(_: Mapping[str, float]) -> dict[str, Any]:
+        raise RuntimeError("numba says no")
+
+    async def refusing(proposer: str, targets: Mapping[str, float], reason: str) -> dict[str, Any]:
+        raise ControlError(422, "invalid_proposal", "refused as a request")
+
+    audit = Audit()
+    svc = AgentService(
+        CFG,
+        AgentSection(retries=1, max_simulations=1),
+        Scripted(text("simulate", level_sp=1.4), text(level_sp=1.4), text(level_sp=1.3)),
+        refusing,
+        context,
+        broken_twin,
+        audit,
+        sleep=no_sleep,
+    )
+    result = await svc.handle(alert_trigger(ALERT))
+    assert result.outcome == "gave_up"
+    assert result.failures == ["propose_failed", "propose_failed"]
+    answers = [p["answer"] for k, p in audit.records if k == "agent_simulation"]
+    assert answers == [{"ok": False, "error": "the twin could not answer"}]
