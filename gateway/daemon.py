@@ -455,7 +455,10 @@ class Daemon:
             self.agent_state = {"state": "disabled", "error": str(err)}
             log.error("agent_disabled", error=str(err))
             return
-        knowledge = KnowledgeBase.open(Path(section.knowledge_dir), self.state_dir / "knowledge.db")
+        # Indexing reads every runbook and writes SQLite: not on the event loop.
+        knowledge = await asyncio.to_thread(
+            KnowledgeBase.open, Path(section.knowledge_dir), self.state_dir / "knowledge.db"
+        )
         try:
             indexed = knowledge.passages
             async with LlmWorker(

@@ -17,7 +17,7 @@ Reads are timed with ``asyncio.timeout``, not ``asyncio.wait_for``: before Pytho
 ``wait_for`` returns the result and *swallows* a cancellation that arrives as the read
 completes (CPython gh-86296; loopback reads every fraction of a second hit that window
 within a few test runs). And connect/disconnect run in a task of their own
-(:meth:`OpcUaReader._own_task`): asyncua's close path (``Client._cancel_task``, reached
+(:func:`gateway.io.apart.call_apart`): asyncua's close path (``Client._cancel_task``, reached
 from ``disconnect`` and from a failed ``connect``) catches ``CancelledError`` and would
 swallow the reader's own.
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.config.schema import OpcUaSecurity, OpcUaSource, PlantText, Signal
 from gateway.errors import SourceError
+from gateway.io.apart import call_apart
 from gateway.io.ports import LinkState, SampleSink
 from gateway.signals import (
     DISPLAY_NAME_MAX_CHARS,
@@ -324,7 +325,6 @@ class OpcUaReader:
         # Set when the current session reports connected; the text task waits for it.
         self._session_up = asyncio.Event()
         # connect/disconnect calls abandoned after a timeout, kept until they finish.
-        self._abandoned: set[asyncio.Task[None]] = set()
 
     # -- supervision ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -363,36 +363,14 @@ class OpcUaReader:
     async def _discard(self, client: Client) -> None:
         # The old client is not trusted after a failure; close it without waiting long.
         try:
-            await self._own_task(client.disconnect(), 1.0, "close")
+            await call_apart(client.disconnect(), 1.0, "close")
         except (*SESSION_FAILURES, RuntimeError, AttributeError):
             client.disconnect_socket()
-
-    async def _own_task(self, call: Coroutine[Any, Any, None], timeout_s: float, what: str) -> None:
-        """Await an asyncua connect/disconnect in a task of its own, within ``timeout_s``.
-
-        Only that task can lose a cancellation to asyncua (see the module docstring); ours
-        propagates from ``asyncio.wait``, which never catches it.
-
-        Raises:
-            TimeoutError: The call did not finish in time (it is cancelled).
-            Exception: Whatever the call raised.
-        """
-        task = asyncio.create_task(call, name=f"source:{self.name}:{what}")
-        try:
-            done, _ = await asyncio.wait({task}, timeout=timeout_s)
-        finally:
-            if not task.done():  # timed out, or we are being cancelled ourselves
-                task.cancel()
-                self._abandoned.add(task)
-                task.add_done_callback(self._abandoned.discard)
-        if not done:
-            raise TimeoutError(f"{what} did not finish within {timeout_s:g} s")
-        task.result()
 
     # -- one session ---------------------------------------------------------------------
     async def _session(self, client: Client) -> None:
         await apply_security(client, self._cfg.security)
-        await self._own_task(client.connect(), self._cfg.timeout_s * 2, "connect")
+        await call_apart(client.connect(), self._cfg.timeout_s * 2, "connect")
         ns = await client.get_namespace_index(self._cfg.namespace_uri)
         nodes = {name: client.get_node(f"ns={ns};{s.address}") for name, s in self._signals.items()}
         self.session = OpcUaSession(client, ns)
