@@ -1,11 +1,11 @@
-"""The governance state machine (tests/soak/governance_machine.py), on request.
+"""The governance state machine (tests/soak/governance_machine.py) in every test run.
 
 The machine runs in a fresh interpreter with a hard time limit: it drives a plant and a
 daemon on a thread of their own, and a wedge there must fail this test with the
-machine's own output, not hang the suite. It runs when ``EDGETWIN_SOAK_EXAMPLES`` is set
-(``make soak`` sets it and runs many more examples). It is not part of the default run
-yet: in the full CI suite three examples did not finish within 10 minutes (the same three
-take about 3 minutes alone), which is being investigated.
+machine's own output, not hang the suite. ``make test`` runs ``CI_EXAMPLES`` examples of
+up to 16 steps (each step a burst of 4-10 actions); ``make soak`` runs many more
+(``EDGETWIN_SOAK_EXAMPLES``, ``EDGETWIN_SOAK_STEPS``). Hypothesis's statistics (what the
+proposals met, how many writes reached the plant) are printed with ``-s``.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = ROOT / "tests" / "soak" / "governance_machine.py"
-PER_EXAMPLE_S = 120
-"""Time allowed per example (a plant, a daemon, the twin earning trust, up to 16 bursts)."""
+CI_EXAMPLES = 4
+"""Examples in the default run: about 4 minutes on 2 cores."""
+PER_EXAMPLE_S = 240
+"""Time allowed per example (a plant, a daemon, the twin earning trust, up to 16 bursts;
+the longest seen alone took 111 s)."""
 
 
 @pytest.mark.timeout(0)  # bounded by its own, example-scaled limit below
-@pytest.mark.skipif(
-    "EDGETWIN_SOAK_EXAMPLES" not in os.environ,
-    reason="the governance state machine runs with EDGETWIN_SOAK_EXAMPLES set (make soak)",
-)
 def test_governance_never_writes_what_it_must_not() -> None:
     env = dict(os.environ)
+    env.setdefault("EDGETWIN_SOAK_EXAMPLES", str(CI_EXAMPLES))
     limit_s = 120 + PER_EXAMPLE_S * int(env["EDGETWIN_SOAK_EXAMPLES"])
     try:
         done = subprocess.run(

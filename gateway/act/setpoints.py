@@ -3,9 +3,10 @@
 The executor is the last door. It trusts nothing that happened before it:
 
 * the verdict must fit the proposal (content hash) and be unexpired, and say "execute";
-* before **every** write of a ramp, the tag's current value and every interlock on it are
-  re-checked on the live table (DESIGN.md invariant 2: interlocks are evaluated
-  immediately before the write), and the PLC must still be in remote;
+* before **every** write of a ramp, the gate's data step (every signal the checks need
+  good and fresh, the PLC in remote, no interlock bypassed: invariant 5) and its
+  interlock step (invariant 2: interlocks are evaluated immediately before the write)
+  run again on the live table;
 * after every write the value is read back through acquisition (a sample that arrived
   after the write, within tolerance, before a timeout); a mismatch, a refusal or a
   timeout stops the ramp, raises an alarm and suspends autonomy (drop to L2) until an
@@ -33,7 +34,13 @@ import structlog
 
 from gateway.config.schema import GatewayConfig
 from gateway.errors import StoreError, WriteError
-from gateway.govern.gate import Decision, GovernSettings, Verdict, interlock_violations
+from gateway.govern.gate import (
+    Decision,
+    GovernSettings,
+    Verdict,
+    data_problems,
+    interlock_violations,
+)
 from gateway.govern.proposal import Proposal
 from gateway.govern.ramp import RampStep
 from gateway.signals import SignalValue
@@ -292,17 +299,15 @@ class SetpointExecutor:
         }
 
     def _pre_write_problem(self, tag: str, value: float) -> str | None:
-        """The per-write checks on live values: current value good, remote, interlocks."""
+        """The gate's data step and interlock step again on live values, before every
+        write: every signal the checks need good (a sensor that froze mid-ramp has gone
+        stale), the PLC in remote, no bypass, no forbidding interlock."""
         snapshot = self._snapshot()
-        signal = self.cfg.writable[tag].signal
-        current = snapshot.get(signal)
-        if current is None or not current.usable:
-            return f"{signal} is not good just before the write"
-        remote = self.settings.remote_signal
-        if remote is not None:
-            flag = snapshot.get(remote)
-            if flag is None or not flag.usable or flag.value != 1.0:
-                return f"the PLC is not in remote just before the write ({remote})"
+        twin_inputs = self.cfg.twin.inputs.values() if self.cfg.twin is not None else ()
+        failed = data_problems(self.cfg, self.settings, (tag,), snapshot, twin_inputs)
+        if failed:
+            return f"just before the write: {failed[0].message}"
+        current = snapshot[self.cfg.writable[tag].signal]
         failed = interlock_violations(self.cfg, {tag: value - current.value}, snapshot)
         if failed:
             return failed[0].message

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final, Literal
@@ -483,65 +483,97 @@ def _policy(run: _Run) -> None:
         )
 
 
-def _needed_signals(run: _Run) -> dict[str, str]:
-    """Signal -> why the gate needs it."""
-    cfg = run.cfg
+def needed_signals(
+    cfg: GatewayConfig,
+    settings: GovernSettings,
+    tags: Sequence[str],
+    twin_inputs: Iterable[str] = (),
+) -> dict[str, str]:
+    """Signal -> why the checks need it, for a change of ``tags`` (DESIGN.md invariant 5:
+    any of them stale or bad blocks the write). ``twin_inputs``: the signals the twin
+    simulates from."""
     needed: dict[str, str] = {}
-    for tag in run.proposal.tags:
+    for tag in tags:
         needed[cfg.writable[tag].signal] = f"current value of {tag}"
-    for lock in _interlocks_on(cfg.interlock, run.proposal.tags):
+    for lock in _interlocks_on(cfg.interlock, tags):
         needed.setdefault(lock.signal, f"interlock {lock.name}")
         if lock.bypass is not None:
             needed.setdefault(lock.bypass, f"bypass of interlock {lock.name}")
-    if run.settings.remote_signal is not None:
-        needed.setdefault(run.settings.remote_signal, "the PLC's remote mode")
-    twin = run.view.twin
-    if twin is not None:
-        for signal in twin.input_of_signal:
-            needed.setdefault(signal, "an input of the twin's simulation")
+    if settings.remote_signal is not None:
+        needed.setdefault(settings.remote_signal, "the PLC's remote mode")
+    for signal in twin_inputs:
+        needed.setdefault(signal, "an input of the twin's simulation")
     for signal in cfg.envelope:
         needed.setdefault(signal, "the safety envelope")
     return needed
 
 
-def _data(run: _Run) -> None:
+def data_problems(
+    cfg: GatewayConfig,
+    settings: GovernSettings,
+    tags: Sequence[str],
+    signals: Mapping[str, SignalValue],
+    twin_inputs: Iterable[str] = (),
+) -> list[Check]:
+    """The data step on a live table: every needed signal good, the PLC in remote, no
+    interlock on ``tags`` bypassed. The gate runs it on the proposal; the writer runs it
+    again before every write of a ramp, so a sensor that freezes or a bypass switched on
+    mid-ramp stops the ramp. Returns the failed checks (empty: the data may drive a write)."""
+    failed: list[Check] = []
     bad = []
-    for signal, why in _needed_signals(run).items():
-        value = run.value(signal)
+    for signal, why in needed_signals(cfg, settings, tags, twin_inputs).items():
+        value = signals.get(signal)
         if value is None or not value.usable or not math.isfinite(value.value):
             quality = "missing" if value is None else str(value.quality)
             reason = "" if value is None or value.reason is None else f": {value.reason}"
             bad.append(signal)
-            run.fail(
-                "data",
-                "signal_not_good",
-                f"{signal} ({why}) is {quality}{reason}",
-                signal=signal,
-                quality=quality,
+            failed.append(
+                Check(
+                    "data",
+                    "signal_not_good",
+                    False,
+                    f"{signal} ({why}) is {quality}{reason}",
+                    {"signal": signal, "quality": quality},
+                )
             )
-    remote = run.settings.remote_signal
+    remote = settings.remote_signal
     if remote is not None and remote not in bad:
-        value = run.value(remote)
+        value = signals.get(remote)
         if value is not None and value.value != 1.0:
-            run.fail(
-                "data",
-                "not_remote",
-                f"the PLC is not in remote ({remote} = {value.value:g}): it ignores the gateway",
-                signal=remote,
+            failed.append(
+                Check(
+                    "data",
+                    "not_remote",
+                    False,
+                    f"the PLC is not in remote ({remote} = {value.value:g}): it ignores the "
+                    "gateway",
+                    {"signal": remote},
+                )
             )
-    for lock in _interlocks_on(run.cfg.interlock, run.proposal.tags):
+    for lock in _interlocks_on(cfg.interlock, tags):
         if lock.bypass is None or lock.bypass in bad:
             continue
-        value = run.value(lock.bypass)
+        value = signals.get(lock.bypass)
         if value is not None and value.value != 0.0:
-            run.fail(
-                "data",
-                "interlock_bypassed",
-                f"interlock {lock.name} is bypassed ({lock.bypass} = {value.value:g}); no "
-                "automatic change to the tags it protects while it is",
-                interlock=lock.name,
+            failed.append(
+                Check(
+                    "data",
+                    "interlock_bypassed",
+                    False,
+                    f"interlock {lock.name} is bypassed ({lock.bypass} = {value.value:g}); no "
+                    "automatic change to the tags it protects while it is",
+                    {"interlock": lock.name},
+                )
             )
+    return failed
+
+
+def _data(run: _Run) -> None:
     twin = run.view.twin
+    twin_inputs = twin.input_of_signal if twin is not None else ()
+    run.checks.extend(
+        data_problems(run.cfg, run.settings, run.proposal.tags, run.view.signals, twin_inputs)
+    )
     if twin is None or not twin.tracking:
         run.fail("data", "twin_not_tracking", "the twin has no current estimate of the plant")
     if all(c.ok for c in run.checks if c.step == "data"):

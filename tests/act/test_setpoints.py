@@ -1,7 +1,8 @@
 """The writer's own checks, with the protocol write replaced by a recorder (the live
 tests in tests/test_governance_live.py drive the real one against the plant): only a
 fitting, unexpired "execute" verdict writes; interlocks are re-checked before every
-write of a ramp; a failed read-back suspends autonomy."""
+write of a ramp, and so is the data the checks need; a failed read-back suspends
+autonomy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,6 +129,56 @@ async def test_an_interlock_that_trips_mid_ramp_stops_it(
     assert "bearing_hot" in (result.reason or "")
     assert len(plc.writes) == 3
     assert not latch.suspended  # an interlock is not a fault of the write path
+
+
+@pytest.mark.parametrize(
+    ("signal", "value", "quality", "expected"),
+    [
+        # An envelope signal (not an interlock's) whose transmitter froze: stale.
+        ("tank_temp", 45.0, Quality.STALE, "tank_temp (the safety envelope) is stale"),
+        # An input the twin simulated from.
+        ("inlet_temp", 20.0, Quality.BAD, "inlet_temp (an input of the twin's simulation)"),
+        ("remote_mode", 0.0, Quality.GOOD, "the PLC is not in remote"),
+        ("trip_word", 4.0, Quality.GOOD, "interlock tank_high is bypassed"),
+    ],
+)
+async def test_data_that_goes_bad_mid_ramp_stops_it(
+    plant_table: dict[str, SignalValue],
+    twin: TwinFactory,
+    signal: str,
+    value: float,
+    quality: Quality,
+    expected: str,
+) -> None:
+    """Invariant 5 holds per write, not only per proposal: the gate's data step runs again
+    before every write of a ramp, so the third write is not made once a signal the checks
+    need is stale or bad, the PLC went local, or an interlock on the tag was bypassed."""
+    tank_high = 'name = "tank_high"\n'
+    cfg = config("L3", edits=((tank_high, tank_high + 'bypass = "trip_word"\n'),))
+    p = Proposal.create(
+        id="p-1",
+        proposer="operator:t",
+        targets={"level_sp": 1.7},
+        rationale="",
+        created_at=NOW,
+        expires_in_s=600,
+    )
+    verdict = evaluate(cfg, GovernSettings(), p, view(cfg, plant_table, twin(cfg)))
+    assert len(verdict.plan["level_sp"]) > 3
+    table, clock, audit, latch = dict(plant_table), [NOW], Audit(), AutonomyLatch()
+    plc = Plc(table, clock)
+
+    def spoil(plc: Plc) -> None:
+        if len(plc.writes) == 2:
+            t = clock[0]
+            table[signal] = SignalValue(signal, value, table[signal].unit, t, t, t, quality)
+
+    plc.hooks.append(spoil)
+    result = await executor(cfg, table, plc, clock, audit, latch).execute(p, verdict)
+    assert result.status == "aborted"
+    assert expected in (result.reason or "")
+    assert len(plc.writes) == 2
+    assert [k for k, _ in audit.records].count("write") == 2
 
 
 async def test_a_write_the_plc_ignores_suspends_autonomy(

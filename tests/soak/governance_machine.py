@@ -3,16 +3,17 @@
 A hypothesis state machine drives the real daemon against the running plant (real
 asyncua/pymodbus servers on loopback) with random sequences of proposals (operators,
 external systems, the agent's name), approvals and rejections by random people, plant
-states (a hot bearing that trips an interlock, a failed temperature sensor, a PLC that
-ignores setpoint writes, the PLC dropped to local), waits, daemon restarts and autonomy
-resumes. At the end of every run the invariants are checked on what **arrived at the
-plant** (its write log, with the plant's own readings captured at the moment of each
-write), cross-checked with the audit trail:
+states (a hot bearing that trips an interlock, a failed temperature sensor, frozen
+measurements, a PLC that ignores setpoint writes, the PLC dropped to local), waits,
+daemon restarts and autonomy resumes. At the end of every run the invariants are
+checked on what **arrived at the plant** (its write log, with the plant's own readings
+captured at the moment of each write), cross-checked with the audit trail:
 
 1. no write outside the tag's limits, max step per proposal, or max rate (value change
    per write and spacing between writes);
-2. none while a forbidding interlock held, while a signal the checks need was not good,
-   or while the PLC was in local;
+2. none while a forbidding interlock held, while a signal the checks need was not good
+   or had been frozen longer than its max age (the PLC's measurement image stops
+   updating but stays "good": only its timestamps tell), or while the PLC was in local;
 3. none of a proposal whose verdict asked for approvals without that many distinct
    approvers first, and no auto-execution while autonomy was suspended;
 4. none not preceded by an "execute" verdict (or re-check) in the audit trail.
@@ -31,6 +32,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +45,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from gateway.api.ports import Caller, ControlError, Role
 from gateway.config.schema import GatewayConfig
 from gateway.daemon import Daemon
-from gateway.govern.gate import settings_for
+from gateway.govern.gate import needed_signals, settings_for
+from gateway.plantsim.points import MEASUREMENTS
 from gateway.plantsim.runner import PlantRuntime
 from gateway.store.audit import SqliteAuditTrail
 from tests.support import eventually, free_port, skid_config
@@ -56,6 +59,9 @@ INTERVAL_S = 2.0
 #: The gateway judges interlocks on values up to a poll old; the plant's reading at the
 #: write may have moved on by this much past a threshold without it being a violation.
 INTERLOCK_SLACK = 0.5
+#: A frozen measurement turns stale at its max age after its last notification (at most
+#: a publishing interval before the freeze); a write may reach the plant this much later.
+FREEZE_SLACK_S = 1.5
 T = TypeVar("T")
 
 
@@ -76,6 +82,8 @@ class Harness:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.captured: list[dict[str, Any]] = []
+        self.frozen_since: float | None = None
+        """Monotonic time the plant's measurement image froze (None: it is live)."""
         self.rt: PlantRuntime | None = None
         self.daemon: Daemon | None = None
         self.task: asyncio.Task[None] | None = None
@@ -100,8 +108,12 @@ class Harness:
         def capture(point: str, value: float) -> Any:
             # What the plant's own instruments said at the moment the write arrived.
             readings = {n: (r.value, r.good) for n, r in plant.read().items()}
+            frozen_since = self.frozen_since
+            frozen_for = None if frozen_since is None else time.monotonic() - frozen_since
             outcome = original(point, value)
-            self.captured.append({"point": point, "value": value, "readings": readings})
+            self.captured.append(
+                {"point": point, "value": value, "readings": readings, "frozen_for": frozen_for}
+            )
             return outcome
 
         plant.write = capture  # type: ignore[method-assign]
@@ -168,7 +180,16 @@ ACTIONS = st.one_of(
     st.tuples(st.just("reject")),
     st.tuples(
         st.just("plant_state"),
-        st.sampled_from(["clear", "bearing_degradation", "sensor_loss", "write_ignore", "local"]),
+        st.sampled_from(
+            [
+                "clear",
+                "bearing_degradation",
+                "sensor_loss",
+                "sensor_freeze",
+                "write_ignore",
+                "local",
+            ]
+        ),
     ),
     st.tuples(st.just("wait"), st.sampled_from([2.0, 8.0])),
     st.tuples(st.just("resume")),
@@ -226,7 +247,7 @@ class GovernanceMachine(RuleBasedStateMachine):
         with contextlib.suppress(ControlError):  # refused before the gate: nothing to write
             result = self.h.run(self.governance.propose(proposer, {tag: target}, "property"))
             reasons = [r["code"] for r in result["reasons"]]
-            event(f"proposal: {result['status']} {reasons[:1]}")
+            event(f"proposal: {tag} {result['status']} {reasons[:1]}")
             for i in approvers if result["status"] == "pending" else ():
                 with contextlib.suppress(ControlError):  # twice by one person, expired
                     done = self.h.run(
@@ -261,9 +282,12 @@ class GovernanceMachine(RuleBasedStateMachine):
         if fault == "clear":
             rt.clear_faults()
             rt.set_remote(True)
+            self.h.frozen_since = None
         elif fault == "local":
             rt.set_remote(False)
         else:
+            if fault == "sensor_freeze" and self.h.frozen_since is None:
+                self.h.frozen_since = time.monotonic()
             rt.inject_fault(fault, 1.0)
 
     def wait(self, seconds: float) -> None:
@@ -304,6 +328,10 @@ class GovernanceMachine(RuleBasedStateMachine):
 def check_writes(h: Harness) -> None:
     """Invariants 1 and 2 on what arrived at the plant."""
     cfg = h.cfg
+
+    def point_of(signal: str) -> str:
+        return cfg.signal[signal].point or signal
+
     by_signal = {w.signal: (tag, w) for tag, w in cfg.writable.items()}
     last: dict[str, tuple[float, float]] = {}
     log = h.dir / "writes.jsonl"
@@ -333,12 +361,12 @@ def check_writes(h: Harness) -> None:
             # that has just gone local is refused there (and the gateway drops to L2).
             assert remote_good, f"{tag} written while remote_mode was not good"
             assert remote == 1.0, f"{tag} written with the PLC in local"
-        needed = {spec.signal, *cfg.envelope}
+        twin_inputs = cfg.twin.inputs.values() if cfg.twin is not None else ()
+        needed = needed_signals(cfg, settings_for(cfg), (tag,), twin_inputs)
         for lock in cfg.interlock:
             if not any(f.tag == tag for f in lock.forbid):
                 continue
-            needed.add(lock.signal)
-            reading, _good = readings[lock.signal]
+            reading, _good = readings[point_of(lock.signal)]
             margin = INTERLOCK_SLACK if lock.when == "above" else -INTERLOCK_SLACK
             holds = (
                 reading > lock.threshold + margin
@@ -353,7 +381,15 @@ def check_writes(h: Harness) -> None:
                         f"{tag} moved {direction} while interlock {lock.name} held ({reading})"
                     )
         for name in needed:
-            assert readings[name][1], f"{tag} written while {name} was not good at the plant"
+            point = point_of(name)
+            assert readings[point][1], f"{tag} written while {name} was not good at the plant"
+            frozen_for = c["frozen_for"]
+            if w["accepted"] and frozen_for is not None and point in MEASUREMENTS:
+                limit = cfg.signal[name].max_age_s + FREEZE_SLACK_S
+                assert frozen_for <= limit, (
+                    f"{tag} written with {name} frozen for {frozen_for:.1f} s (max age "
+                    f"{cfg.signal[name].max_age_s:g} s)"
+                )
 
 
 def check_audit(h: Harness) -> None:
