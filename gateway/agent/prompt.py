@@ -44,8 +44,8 @@ Rules:
 - Do not repeat a proposal that incident_memory shows was rejected.
 
 Answer fields:
-- action: "simulate" to ask the digital twin what a change would do (you get the answer
-  as simulation_result), "propose" to submit a change, "none" for no change.
+- action: "simulate" to ask the digital twin what a change would do (its answers come
+  back in simulation_result), "propose" to submit a change, "none" for no change.
 - diagnosis: the likely cause, short.
 - confidence: "low", "medium" or "high".
 - setpoints: list of {"tag": ..., "value": ...}; empty for "none".
@@ -124,9 +124,10 @@ class PlantContext:
 
 @dataclass(frozen=True)
 class Turn:
-    """One round of the tool loop: what the model said and what the twin answered."""
+    """One round of the tool loop: the setpoints the model asked about (tag -> value) and
+    what the twin answered."""
 
-    reply: str
+    asked: Mapping[str, float]
     simulation: Mapping[str, Any]
 
 
@@ -147,7 +148,8 @@ def build_messages(
             request), shown as data.
         passages: Runbook passages retrieved for the trigger (our own files, still data).
         memory: This incident's earlier proposals, verdicts and outcomes.
-        turns: Earlier rounds of this call's tool loop.
+        turns: Earlier rounds of this attempt's tool loop (shown as a ``simulation_result``
+            block).
         simulations_left: How many more what-if questions the model may ask.
     """
     plant = {
@@ -165,19 +167,25 @@ def build_messages(
         data_block("runbooks", list(passages)),
         data_block("incident_memory", list(memory)),
     ]
-    budget = simulations_left + len(turns)
-    messages = [
+    content = blocks
+    if turns:
+        # The questions and answers so far, as one more data block of the same message,
+        # not as a chat of assistant and user turns: a small model shown its own earlier
+        # reply tends to repeat it (SmolLM2-135M asked the same what-if until its budget
+        # was spent, then chose "none", in 12 of 12 trials; with the answers as data it
+        # went on to a proposal in 4 of 12). The prefix up to here is unchanged, so
+        # llama.cpp still reuses its KV cache for it.
+        asked = [{"you_asked": dict(t.asked), "twin_answer": dict(t.simulation)} for t in turns]
+        content = [*blocks, data_block("simulation_result", asked)]
+    return [
         {"role": "system", "content": INSTRUCTIONS},
         {
             "role": "user",
-            "content": "\n".join([*blocks, _ask(budget), "Answer with the JSON object."]),
+            "content": "\n".join(
+                [*content, _ask(simulations_left), "Answer with the JSON object."]
+            ),
         },
     ]
-    for done, turn in enumerate(turns, start=1):
-        messages.append({"role": "assistant", "content": turn.reply})
-        result = data_block("simulation_result", turn.simulation)
-        messages.append({"role": "user", "content": f"{result}\n{_ask(budget - done)}"})
-    return messages
 
 
 def _ask(simulations_left: int) -> str:

@@ -284,7 +284,7 @@ class AgentService:
         context = self._context()
         while True:
             may_simulate = len(turns) < self.section.max_simulations
-            reply, text = await self._ask(trigger, context, passages, turns, may_simulate)
+            reply = await self._ask(trigger, context, passages, turns, may_simulate)
             if reply.action == "simulate":
                 try:
                     answer = await self._whatif(reply.setpoints)
@@ -301,7 +301,7 @@ class AgentService:
                         "answer": dict(answer),
                     },
                 )
-                turns.append(Turn(text, answer))
+                turns.append(Turn(reply.setpoints, answer))
                 continue
             result.reply = reply
             if reply.action == "none":
@@ -326,7 +326,7 @@ class AgentService:
         passages: list[dict[str, str]],
         turns: list[Turn],
         may_simulate: bool,
-    ) -> tuple[AgentReply, str]:
+    ) -> AgentReply:
         if self._proposal_status is not None:
             self.follow_up(self._proposal_status)
         messages = build_messages(
@@ -382,7 +382,7 @@ class AgentService:
                 "gen_s": round(completion.gen_s, 3),
             },
         )
-        return reply, completion.text
+        return reply
 
     async def _submit(self, trigger: Trigger, reply: AgentReply, result: IncidentResult) -> bool:
         repeated = self.memory.repeats(trigger.incident, reply.setpoints)

@@ -383,7 +383,7 @@ def check_writes(h: Harness) -> None:
         for name in needed:
             point = point_of(name)
             assert readings[point][1], f"{tag} written while {name} was not good at the plant"
-            frozen_for = c["frozen_for"]
+            frozen_for = c.get("frozen_for")  # not recorded: never frozen
             if w["accepted"] and frozen_for is not None and point in MEASUREMENTS:
                 limit = cfg.signal[name].max_age_s + FREEZE_SLACK_S
                 assert frozen_for <= limit, (
