@@ -11,8 +11,9 @@ directly with :meth:`GovernanceService.propose`). It composes the pure gate
    "approval": the proposal waits in the proposal store (it survives a restart) until
    enough distinct people approve, is re-checked on current values, then written;
 4. at ``outcome_check_s`` after the last write the plant's measured values are compared
-   with the predicted envelope; a divergence suspends autonomy and offers the previous
-   values back as a new proposal, through the same gate.
+   with what the verdict predicted for that moment (:func:`predicted_band`); a
+   divergence suspends autonomy and offers the previous values back as a new proposal,
+   through the same gate.
 
 Every step is committed to the audit trail before the next one acts on it.
 """
@@ -44,7 +45,10 @@ log = structlog.get_logger("gateway.control")
 
 OUTCOME_TOLERANCE_FACTOR: Final = 2.0
 """A measured value may lie this many of its output's fidelity tolerances outside the
-predicted envelope before the outcome counts as diverged."""
+predicted band before the outcome counts as diverged."""
+OUTCOME_WINDOW_S: Final = 15.0
+"""The predicted band at the check is taken over this much either side of the time since
+the verdict: the writes started a little after it and the ramp's read-backs take time."""
 
 
 class GovernanceService:
@@ -377,7 +381,9 @@ class GovernanceService:
             )
 
     def outcome(self, verdict: Verdict) -> dict[str, Any]:
-        """Compare the live values with the verdict's predicted envelope now."""
+        """Compare the live values with what the verdict predicted for now: the ensemble's
+        band around the time elapsed since the verdict (the whole-horizon envelope for a
+        verdict without a recorded band)."""
         runtime = self._twin()
         tolerances: dict[str, float] = {}
         if runtime is not None:
@@ -385,9 +391,10 @@ class GovernanceService:
         assert self.cfg.twin is not None
         signal_of = dict(self.cfg.twin.outputs)
         snapshot = self._snapshot()
+        elapsed = self._clock() - verdict.issued_at
         checked, diverged, unknown = {}, [], []
         for output, predicted in verdict.predicted.items():
-            low, high = predicted.get("low"), predicted.get("high")
+            low, high = predicted_band(predicted, elapsed, OUTCOME_WINDOW_S)
             signal = signal_of.get(output)
             value = snapshot.get(signal) if signal else None
             if value is None or not value.usable or low is None or high is None:
@@ -400,6 +407,7 @@ class GovernanceService:
                 "low": low,
                 "high": high,
                 "slack": slack,
+                "at_s": round(elapsed, 1),
                 "ok": ok,
             }
             if not ok:
@@ -437,3 +445,24 @@ class GovernanceService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def predicted_band(
+    predicted: Mapping[str, Any], elapsed_s: float, window_s: float
+) -> tuple[float | None, float | None]:
+    """The low and high a verdict predicted for one output ``elapsed_s`` after it: the
+    band's records within ``window_s`` of that time (its last record past the horizon),
+    or the whole-horizon envelope when no band was recorded. None where unknown (a
+    diverged member's NaN is unknown, not a bound)."""
+    band = predicted.get("band")
+    if not isinstance(band, Mapping) or not band.get("low") or not band.get("every_s"):
+        return predicted.get("low"), predicted.get("high")
+    every, lows, highs = float(band["every_s"]), band["low"], band["high"]
+    last = len(lows) - 1
+    first_i = min(last, max(0, math.floor((elapsed_s - window_s) / every)))
+    last_i = min(last, max(0, math.ceil((elapsed_s + window_s) / every)))
+    window_lows = lows[first_i : last_i + 1]
+    window_highs = highs[first_i : last_i + 1]
+    if any(v is None for v in (*window_lows, *window_highs)):
+        return None, None
+    return min(window_lows), max(window_highs)

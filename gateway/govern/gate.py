@@ -131,6 +131,10 @@ class SimulationResult:
         diverged: ``[M]`` True where a member stopped being finite.
         bounds: ``[n_outputs, 2]`` the bounds used (envelope with margin; ±inf if none).
         horizon_s: Simulated time.
+        band: ``[n_records, n_outputs, 2]`` the ensemble's min and max of each output at
+            0, ``band_every_s``, 2 ``band_every_s``, ... (what the plant should do when,
+            for the outcome check); None if not recorded.
+        band_every_s: Spacing of ``band``'s records, s.
     """
 
     outputs: tuple[str, ...]
@@ -139,6 +143,8 @@ class SimulationResult:
     diverged: np.ndarray[Any, np.dtype[np.bool_]]
     bounds: np.ndarray[Any, np.dtype[np.float64]]
     horizon_s: float
+    band: np.ndarray[Any, np.dtype[np.float64]] | None = None
+    band_every_s: float = 0.0
 
 
 Simulate = Callable[[Mapping[str, Sequence[RampStep]]], SimulationResult]
@@ -206,7 +212,9 @@ class Verdict:
         approvals_required: Distinct human approvals needed before writing (0 to execute).
         checks: Every check, in gate order (steps not run are marked "not_run").
         plan: Tag -> the ramp the writer will execute.
-        predicted: Output -> {"low", "high", "bound_low", "bound_high"} over all members.
+        predicted: Output -> {"low", "high", "bound_low", "bound_high"} over all members
+            and the horizon, and "band": {"every_s", "low": [...], "high": [...]}, the
+            members' range at each time (the outcome check's reference).
         fidelity: The twin's fidelity when judged (None if unknown).
         issued_at: Unix time.
         expires_at: After this the verdict is void.
@@ -219,7 +227,7 @@ class Verdict:
     approvals_required: int
     checks: tuple[Check, ...]
     plan: Mapping[str, tuple[RampStep, ...]]
-    predicted: Mapping[str, Mapping[str, float | None]]
+    predicted: Mapping[str, Mapping[str, Any]]
     fidelity: float | None
     issued_at: float
     expires_at: float
@@ -280,7 +288,7 @@ class _Run:
     view: PlantView
     checks: list[Check] = field(default_factory=list)
     plan: dict[str, tuple[RampStep, ...]] = field(default_factory=dict)
-    predicted: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    predicted: dict[str, dict[str, Any]] = field(default_factory=dict)
     escalate: bool = False
 
     def add(self, step: Step, code: str, ok: bool, message: str, **detail: Any) -> None:
@@ -628,6 +636,12 @@ def _simulation(run: _Run) -> None:
             "bound_low": _finite(float(low_b)),
             "bound_high": _finite(float(high_b)),
         }
+        if result.band is not None:
+            run.predicted[name]["band"] = {
+                "every_s": result.band_every_s,
+                "low": [_finite(round(float(v), 4)) for v in result.band[:, j, 0]],
+                "high": [_finite(round(float(v), 4)) for v in result.band[:, j, 1]],
+            }
     members = len(result.diverged)
     if result.diverged.any():
         run.fail(

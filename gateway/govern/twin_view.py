@@ -10,6 +10,7 @@ release the GIL).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +25,9 @@ from gateway.twin.whatif import StartingPoint, from_snapshot, sample_parameters
 
 MAX_SNAPSHOT_AGE_S = 5.0
 """A twin estimate older than this is not "now": the twin is not tracking."""
+BAND_EVERY_S = 10.0
+"""Spacing of the predicted band kept with a verdict for the outcome check (the envelope
+itself is taken over every step)."""
 
 
 def envelope_bounds(cfg: GatewayConfig, model: TwinModel) -> np.ndarray:
@@ -77,14 +81,24 @@ def simulate_ramps(
             f"the ramp takes {times[-1]:.0f} s, longer than the twin's horizon {horizon_s:g} s"
         )
     params = sample_parameters(model, start, members, rng)
-    env = simulator.envelope(
+    n_steps = max(1, round(horizon_s / simulator.dt_s))
+    every = max(1, min(n_steps, round(BAND_EVERY_S / simulator.dt_s)))
+    while n_steps % every:
+        every -= 1
+    traj = simulator.simulate(
         start.state,
         np.array(rows)[None, :, :],
         params,
         horizon_s=horizon_s,
+        record_every=every,
         times_s=np.array(times),
         bounds=bounds,
     )
+    env = traj.envelope
+    outputs = traj.outputs[0]  # [M, n_records, n_outputs]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN records: diverged members
+        band = np.stack([np.nanmin(outputs, axis=0), np.nanmax(outputs, axis=0)], axis=-1)
     return SimulationResult(
         outputs=env.output_names,
         low_high=np.asarray(env.low_high[0]),
@@ -92,6 +106,8 @@ def simulate_ramps(
         diverged=np.asarray(env.diverged[0]),
         bounds=np.asarray(env.bounds),
         horizon_s=env.n_steps * env.dt_s,
+        band=band,
+        band_every_s=every * env.dt_s,
     )
 
 
