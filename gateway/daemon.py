@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from gateway.config.schema import GatewayConfig, ModbusSource, OpcUaSource
 from gateway.control import GovernanceService
 from gateway.detect.predictive import PredictiveAlerts, PredictiveEvent
 from gateway.detect.service import DetectionService, new_boot_id
+from gateway.detect.twin_alerts import TwinAlerts, twin_policy
 from gateway.errors import ConfigError, GatewayError, StoreError, WriteError
 from gateway.govern.gate import GovernSettings, settings_for
 from gateway.io.modbus_reader import ModbusReader
@@ -108,6 +110,8 @@ class Daemon:
             {"state": "not configured"} if cfg.twin is None else {"state": "starting"}
         )
         self.predictive = PredictiveAlerts(id_prefix=f"forecast-{self.boot_id}")
+        self._forecast_clock = -math.inf
+        self.twin_alerts = TwinAlerts(twin_policy(f"twin-{self.boot_id}"))
         self.detection: DetectionService | None = None
         self.govern_settings = govern or settings_for(cfg)
         self.twin_options = dict(twin_options or {})
@@ -352,6 +356,11 @@ class Daemon:
             for event in events:
                 await self._audit_event(audit, "forecast_alert", event.to_record())
                 log.warning("forecast_alert", **event.to_record())
+            for alert in self.twin_alerts.observe(tick.t, tick.fidelity, tick.drift):
+                # Audit first: a logged alert is a recorded one.
+                await self._audit_event(audit, "twin_alert", alert.to_record())
+                emit = log.info if alert.kind == "cleared" else log.warning
+                emit("twin_alert", **alert.to_record())
             if began >= next_sample:
                 next_sample = began + FIDELITY_SAMPLE_EVERY_S
                 await self._store_fidelity(historian, tick)
@@ -361,10 +370,12 @@ class Daemon:
             await asyncio.sleep(max(0.05, 1.0 - (time.monotonic() - began)))
 
     def _predictive_events(self, tick: TwinTick) -> list[PredictiveEvent]:
+        # The wall clock may step back (NTP); the alert clock holds until it catches up.
+        at = self._forecast_clock = max(tick.t, self._forecast_clock)
         if tick.forecasts is not None:
-            return self.predictive.observe(tick.t, tick.forecasts)
+            return self.predictive.observe(at, tick.forecasts)
         if tick.observer is None:
-            self.predictive.missing(tick.t)
+            self.predictive.missing(at)
         return []
 
     async def _audit_event(
@@ -550,9 +561,12 @@ class Daemon:
     def _active_alerts(self) -> list[dict[str, Any]]:
         detect = self.detection.status().get("active", []) if self.detection else []
         forecasts = [e.to_record() for e in self.predictive.active.values()]
-        return [{"kind": "anomaly", **a} for a in detect] + [
-            {"kind": "forecast", **f} for f in forecasts
-        ]
+        twin = self.twin_alerts.active
+        return (
+            [{"kind": "anomaly", **a} for a in detect]
+            + [{**f, "kind": "forecast"} for f in forecasts]
+            + ([] if twin is None else [{**twin.to_record(), "kind": "twin"}])
+        )
 
     def _govern_status(self) -> dict[str, Any]:
         latch = self.latch.to_record()
@@ -577,4 +591,6 @@ class Daemon:
         if self.twin is not None:
             status.update(self.twin.status())
             status["forecast_alerts"] = [e.to_record() for e in self.predictive.active.values()]
+            twin_alert = self.twin_alerts.active
+            status["divergence_alert"] = None if twin_alert is None else twin_alert.to_record()
         return status

@@ -143,6 +143,8 @@ def describe(record: AuditRecord, *, config: str, tokens: Mapping[str, Path]) ->
     kind = record.kind
     if kind == "alert":
         return [f"  ALERT   {p.get('alert_id')}: {p.get('message')}"]
+    if kind == "twin_alert" and p.get("kind") in ("raised", "updated"):
+        return [f"  TWIN    {p.get('alert_id')}: {p.get('message')}"]
     if kind == "forecast_alert" and p.get("kind") != "cleared":
         return [f"  FORECAST {p.get('alert_id')}: {p.get('message')}"]
     if kind == "agent_started":

@@ -162,6 +162,9 @@ def render_twin(twin: Mapping[str, Any] | None, state_dir: Path, now: float) -> 
             lines.append("    forecast: no envelope bound crossed within the horizon")
         for alert in twin.get("forecast_alerts") or []:
             lines.append(f"    ALERT {alert.get('alert_id')}: {alert.get('message')}")
+        divergence = twin.get("divergence_alert")
+        if divergence:
+            lines.append(f"    ALERT {divergence.get('alert_id')}: {divergence.get('message')}")
     lines.extend(_fidelity_history(state_dir, now))
     return lines
 

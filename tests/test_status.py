@@ -25,6 +25,10 @@ TRACKING = {
     },
     "forecasts": [{"message": "tank_level falls to 0.3 m in 7 min 40 s (32/32 members)"}],
     "forecast_alerts": [{"alert_id": "abc-f-1", "message": "tank_level falls to 0.3 m"}],
+    "divergence_alert": {
+        "alert_id": "twin-abc-1",
+        "message": "twin divergence raised: likely impeller_wear (58% of the score)",
+    },
 }
 
 
@@ -38,6 +42,7 @@ def test_untrusted_fidelity_names_its_weakest_output(tmp_path: Path) -> None:
     assert "bearing_rise" not in text
     assert "forecast: tank_level falls to 0.3 m in 7 min 40 s" in text
     assert "ALERT abc-f-1" in text
+    assert "ALERT twin-abc-1: twin divergence raised: likely impeller_wear" in text
 
 
 def test_unknown_fidelity_is_not_trusted(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ class AlertPolicy:
         medium_ratio: Score/threshold at which severity becomes "medium".
         high_ratio: Score/threshold at which severity becomes "high".
         id_prefix: Alert ids are ``{id_prefix}-{n}``.
+        label: What the alert is about, first word of its messages ("anomaly",
+            "twin divergence").
     """
 
     raise_after: int = 3
@@ -62,6 +64,7 @@ class AlertPolicy:
     medium_ratio: float = 4.0
     high_ratio: float = 16.0
     id_prefix: str = "anomaly"
+    label: str = "anomaly"
 
     def __post_init__(self) -> None:
         problems = []
@@ -144,14 +147,20 @@ def _lead(signature: Sequence[Hypothesis]) -> str:
 
 
 def _describe(
-    kind: AlertKind, event_score: float, threshold: float, signature: Sequence[Hypothesis]
+    label: str,
+    kind: AlertKind,
+    event_score: float,
+    threshold: float,
+    signature: Sequence[Hypothesis],
 ) -> str:
     lead = signature[0] if signature else None
     if lead is None or lead.fault == UNKNOWN:
-        what = "cause unknown"
+        # Evidence lines of an unknown cause start with the feature that drives the score.
+        drivers = [line.split(" ")[0] for line in (lead.evidence if lead else ()) if " z=" in line]
+        what = "cause unknown" + (f" (most off: {', '.join(drivers)})" if drivers else "")
     else:
         what = f"likely {lead.fault} ({lead.confidence:.0%} of the score)"
-    return f"anomaly {kind}: {what}; score {event_score / threshold:.1f}x threshold"
+    return f"{label} {kind}: {what}; score {event_score / threshold:.1f}x threshold"
 
 
 class AlertManager:
@@ -216,8 +225,9 @@ class AlertManager:
                 return ()
             self._suppressed_at = now
             message = (
-                f"anomaly alert held back: {policy.max_alerts_per_hour} alerts already raised "
-                "in the last hour; it is raised when the budget allows if still present"
+                f"{policy.label} alert held back: {policy.max_alerts_per_hour} alerts "
+                "already raised in the last hour; it is raised when the budget allows "
+                "if still present"
             )
             return (
                 AlertEvent(
@@ -245,7 +255,7 @@ class AlertManager:
             score.threshold,
             score.score,
             signature,
-            _describe("raised", score.score, score.threshold, signature),
+            _describe(policy.label, "raised", score.score, score.threshold, signature),
         )
         self._active = event
         return (event,)
@@ -266,7 +276,7 @@ class AlertManager:
                     at=now,
                     score=score.score,
                     peak_score=peak,
-                    message=f"anomaly cleared after {now - self._active_since:.0f} s; "
+                    message=f"{self.policy.label} cleared after {now - self._active_since:.0f} s; "
                     f"peak {peak / score.threshold:.1f}x threshold",
                 ),
             )
@@ -293,7 +303,7 @@ class AlertManager:
             score=score.score,
             peak_score=peak,
             signature=kept,
-            message=_describe("updated", score.score, score.threshold, kept),
+            message=_describe(self.policy.label, "updated", score.score, score.threshold, kept),
         )
         self._active = updated
         return (updated,)

@@ -151,6 +151,57 @@ RULES: Final[tuple[SignatureRule, ...]] = (
 )
 
 
+def _misfit(output: str, meaning: str, z_min: float | None = None) -> Evidence:
+    # Names as built by gateway.detect.twin_alerts.twin_score.
+    return Evidence(f"twin_misfit_{output}", 1, meaning, z_min)
+
+
+def _drift(
+    parameter: str, direction: Direction, meaning: str, z_min: float | None = None
+) -> Evidence:
+    return Evidence(f"twin_drift_{parameter}", direction, meaning, z_min)
+
+
+_HEAD_FELL: Final = _drift(
+    "pump_shutoff_head",
+    -1,
+    "the estimated pump head fell below the pump's datasheet",
+    # Impeller wear of severity 0.3 moved it 2.9-3.0 declared std in the plant tests.
+    z_min=2.5,
+)
+_BEARING_HOTTER: Final = _drift(
+    "bearing_rise", 1, "the estimated bearing temperature rise over ambient went up"
+)
+_VIBRATION: Final = _misfit("vibration_rms", "vibration off the twin's healthy-pump value")
+
+TWIN_RULES: Final[tuple[SignatureRule, ...]] = (
+    # Rules on the twin's residuals (gateway.detect.twin_alerts): outputs it predicts
+    # badly (misfit, unsigned; 3 = that output alone brings the fidelity to its threshold)
+    # and estimated parameters that moved (drift, signed, in declared std). A drift names
+    # a physical change; a misfit alone does not: a frozen measurement image makes the
+    # valve position miss its command exactly as a sticking valve does, and a leak and a
+    # drifting level transmitter disturb the level loop's outputs alike. Those stay
+    # "unknown" here, with the outputs most off as evidence, and the anomaly model names them.
+    SignatureRule(
+        fault="bearing_degradation",
+        primary=(_BEARING_HOTTER,),
+        supporting=(
+            _VIBRATION,
+            _misfit("bearing_temp", "bearing temperature off the twin's prediction"),
+        ),
+    ),
+    SignatureRule(
+        fault="impeller_wear",
+        primary=(_HEAD_FELL,),
+        supporting=(
+            _VIBRATION,
+            _misfit("discharge_pressure", "discharge pressure off the pump curve's prediction"),
+            _misfit("pump_flow", "pump flow off the pump curve's prediction"),
+        ),
+    ),
+)
+
+
 def _line(ev: Evidence, score: AnomalyScore) -> str:
     z = score.deviations[ev.feature]
     return f"{ev.feature} z={z:+.1f}: {ev.meaning}"

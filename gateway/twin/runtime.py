@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -63,6 +63,10 @@ class TwinTick:
         forecasts: The envelope crossings, when a forecast ran this step (else None).
         skipped: Why the observer did not run, else None.
         cpu_s: Thread CPU time the step took.
+        drift: Each estimated parameter's distance from its declared value, in declared
+            standard deviations (signed; empty until the estimate is initialised). A
+            parameter the estimator moved far means the plant changed in a way the model
+            has a name for (a pump delivering less head, a bearing running hotter).
     """
 
     t: float
@@ -71,6 +75,7 @@ class TwinTick:
     forecasts: tuple[Crossing, ...] | None
     skipped: str | None
     cpu_s: float
+    drift: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class _Counters:
     forecasts: int = 0
     cpu_s: float = 0.0
     last_skip: str | None = None
+    clock_steps: int = 0
     last_restart: str | None = None
 
 
@@ -156,6 +162,7 @@ class TwinRuntime:
         self._last_forecast: tuple[Crossing, ...] = ()
         self._last_forecast_at: float | None = None
         self._last_fidelity: FidelityReport | None = None
+        self._last_now = -math.inf
         self.counters = _Counters()
         self._status: dict[str, Any] = {"model": model.name, "tracking": False}
         self._snapshot: dict[str, Any] | None = None
@@ -172,10 +179,19 @@ class TwinRuntime:
         # never wait for a step, and never see a half-built document.
         self._status = self._build_status()
         self._snapshot = self.observer.snapshot() if self.observer.initialised else None
-        return replace(tick, cpu_s=cpu)
+        return replace(tick, cpu_s=cpu, drift=self.parameter_drift())
 
     def _step(self, now: float, snapshot: Mapping[str, SignalValue]) -> TwinTick:
         self.counters.steps += 1
+        if now < self._last_now:
+            # The wall clock stepped back (NTP on a box without a real-time clock): the
+            # pending predictions' due times and the scored window are on the old scale.
+            # Start the score afresh (unknown, so not trusted) rather than stop the twin;
+            # the observer restarts itself on a step back.
+            self.counters.clock_steps += 1
+            self.fidelity.reset(f"the clock stepped back from {self._last_now:.3f} to {now:.3f}")
+            self._next_predict = self._next_forecast = -math.inf
+        self._last_now = now
         measured = {
             output: sv.value
             for output, signal in self.output_signals.items()
@@ -291,6 +307,20 @@ class TwinRuntime:
         before the first one; safe to call from another thread."""
         return self._snapshot
 
+    def parameter_drift(self) -> dict[str, float]:
+        """Each estimated parameter's ``(estimate − declared) / declared std``; empty while
+        the estimate is not initialised. Declared = the model's nominal value after the
+        config's overrides, i.e. what the plant was commissioned as."""
+        obs = self.observer
+        if not obs.initialised:
+            return {}
+        estimate = obs.parameters
+        return {
+            q.name: float((estimate[i] - q.nominal) / q.std)
+            for i, q in enumerate(self.model.parameters)
+            if q.name in obs.estimated and q.std > 0
+        }
+
     def residual_features(self) -> dict[str, float]:
         """The twin's residuals as features for an anomaly model that declares them as
         external: ``twin_fidelity`` (the overall score) and ``twin_nrmse_<output>`` (the
@@ -319,6 +349,7 @@ class TwinRuntime:
             "skipped": self.counters.skipped,
             "last_skip": self.counters.last_skip,
             "restarts": self.counters.restarts,
+            "clock_steps_back": self.counters.clock_steps,
             "last_restart": self.counters.last_restart,
             "cpu_ms_per_step": round(1000.0 * self.counters.cpu_s / max(1, self.counters.steps), 3),
             "fidelity": None if fidelity is None else fidelity.to_dict(),

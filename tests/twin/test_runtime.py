@@ -1,6 +1,7 @@
 """The twin as the daemon runs it, fed by the reference plant: fidelity stays trusted in
 normal operation, drops below the threshold for each fault the model cannot explain and
-recovers once the fault is cleared; forecasts name the envelope bound a setpoint would
+recovers once the fault is cleared, and the twin's residuals raise one divergence alert
+per fault (none in a fault-free hour); forecasts name the envelope bound a setpoint would
 cross."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from gateway.config.schema import GatewayConfig
+from gateway.detect.alerts import AlertEvent
+from gateway.detect.twin_alerts import TwinAlerts
 from gateway.plantsim.plant import Plant
 from gateway.twin.build import build_twin
 from gateway.twin.runtime import TwinRuntime, record_every
@@ -38,49 +41,71 @@ def scores(
     *,
     seed: int,
     actions: dict[int, Callable[[Plant, float], None]] | None = None,
-) -> list[tuple[float, float | None]]:
+) -> tuple[list[tuple[float, float | None]], list[AlertEvent]]:
+    """(time, fidelity) every second, and the twin divergence alert events on the way
+    (as the daemon's twin loop makes them)."""
     twin = runtime(cfg)
+    alerts = TwinAlerts()
     out = []
+    events: list[AlertEvent] = []
     for t, _plant, table in run_plant(seconds, seed=seed, actions=actions, operator=Operator(seed)):
         tick = twin.step(t, table)
         out.append((t - 1.0, tick.fidelity.score))
-    return out
+        events.extend(alerts.observe(t - 1.0, tick.fidelity, tick.drift))
+    return out, events
 
 
 def test_fault_free_operation_stays_trusted(cfg: GatewayConfig) -> None:
     """An hour of normal operation with valve and level-setpoint moves, drift and noise:
-    once the first window has filled, the score never drops below the threshold."""
+    once the first window has filled, the score never drops below the threshold, and the
+    twin raises no divergence alert (the false-alert count of this run is 0)."""
     threshold = cfg.twin.fidelity_threshold  # type: ignore[union-attr]
-    history = scores(cfg, 3600, seed=21)
+    history, events = scores(cfg, 3600, seed=21)
     after_fill = [s for t, s in history if t >= 120]
     assert all(s is not None for s in after_fill)
     lowest = min(s for s in after_fill if s is not None)
     assert lowest >= threshold, f"lowest fidelity {lowest:.3f} in a fault-free hour"
+    assert events == []
 
 
-# (fault, severity): each changes the physics or the instruments in a way the reduced
-# model has no term for. Heater degradation is not here: the estimator reads a weaker
-# heater as a larger heat-loss coefficient and the fidelity stays up (the detector's
+# (fault, severity, the fault the twin's divergence alert names when raised): each changes
+# the physics or the instruments in a way the reduced model has no term for. Only an
+# estimated parameter that moved names a fault ("unknown" otherwise, with the outputs most
+# off: a frozen image makes the valve miss its command as a sticking valve does). Heater
+# degradation is not here: the estimator reads a weaker heater as a larger heat-loss
+# coefficient and the fidelity stays up for most of 10 minutes (the anomaly model's
 # heater-balance signature names it instead).
 MODEL_BREAKING = [
-    ("leak", 0.1),
-    ("valve_stiction", 0.4),
-    ("level_sensor_drift", 0.3),
-    ("bearing_degradation", 0.15),
-    ("impeller_wear", 0.3),
+    ("leak", 0.1, "unknown"),
+    ("valve_stiction", 0.4, "unknown"),
+    ("level_sensor_drift", 0.3, "unknown"),
+    ("bearing_degradation", 0.15, "bearing_degradation"),
+    ("impeller_wear", 0.3, "impeller_wear"),
+    ("sensor_freeze", 1.0, "unknown"),
 ]
 
 
-@pytest.mark.parametrize(("fault", "severity"), MODEL_BREAKING, ids=[f for f, _ in MODEL_BREAKING])
+@pytest.mark.parametrize(
+    ("fault", "severity", "named"), MODEL_BREAKING, ids=[f for f, _, _ in MODEL_BREAKING]
+)
 def test_fidelity_drops_for_a_model_breaking_fault_and_recovers(
-    cfg: GatewayConfig, fault: str, severity: float
+    cfg: GatewayConfig, fault: str, severity: float, named: str
 ) -> None:
+    """The score falls below the threshold within the fault's 600 s and is back above it
+    900 s after clearing; the twin raises exactly one divergence alert, after the
+    injection, naming what its residuals can name, and clears it after the recovery."""
     threshold = cfg.twin.fidelity_threshold  # type: ignore[union-attr]
     actions = {
         WARM_S: lambda p, t: p.inject_fault(fault, severity),
         WARM_S + FAULT_S: lambda p, t: p.clear_faults(),
     }
-    history = scores(cfg, WARM_S + FAULT_S + RECOVER_S, seed=22, actions=actions)
+    history, events = scores(cfg, WARM_S + FAULT_S + RECOVER_S, seed=22, actions=actions)
+    raised = [e for e in events if e.kind == "raised"]
+    assert len(raised) == 1, [e.message for e in events]
+    assert WARM_S < raised[0].at <= WARM_S + FAULT_S
+    assert raised[0].fault == named, raised[0].message
+    assert [e.kind for e in events][-1] == "cleared"
+    assert all(e.alert_id == raised[0].alert_id for e in events)
     before = [s for t, s in history if 120 <= t < WARM_S]
     during = [s for t, s in history if WARM_S <= t < WARM_S + FAULT_S]
     after = [s for t, s in history if t >= WARM_S + FAULT_S + RECOVER_S - 60]
@@ -141,3 +166,24 @@ def test_record_every_divides_the_horizon(
     assert record_every(n_steps, dt, wanted) == expected
     assert n_steps % record_every(n_steps, dt, wanted) == 0
     assert not math.isnan(dt)
+
+
+def test_a_clock_stepped_back_restarts_the_score_and_the_twin_goes_on(
+    cfg: GatewayConfig,
+) -> None:
+    """The gateway's clock steps back 1000 s (NTP on a box without a real-time clock):
+    the step does not raise, the fidelity starts afresh (unknown, so not trusted) and is
+    scored again once new look-aheads come due."""
+    twin = runtime(cfg)
+    ticks = []
+    for k, (t, _plant, table) in enumerate(run_plant(420, seed=25)):
+        now = t + 1000.0 if k < 150 else t
+        ticks.append(twin.step(now, table))
+    before, right_after, last = ticks[149], ticks[150], ticks[-1]
+    assert before.fidelity.score is not None
+    assert right_after.fidelity.score is None
+    assert not right_after.fidelity.trusted
+    assert right_after.observer is not None
+    assert last.fidelity.score is not None
+    assert last.fidelity.trusted
+    assert twin.status()["clock_steps_back"] == 1
