@@ -65,7 +65,7 @@ from gateway.io.modbus_reader import ModbusReader, decode_block, make_client
 from gateway.io.opcua_reader import OpcUaReader, to_raw_sample
 from gateway.io.ports import LinkState, SampleSink
 from gateway.logs import configure_logging
-from gateway.signals import RawSample
+from gateway.signals import PlantTextValue, RawSample
 
 NAMESPACE = "urn:edgetwin:bench"
 OPCUA = "ua"
@@ -297,6 +297,10 @@ class Probe:
             changed = self._change_time(name, k, raw)
             if changed > 0.0:
                 self.latencies.append(now - changed)
+
+    def texts(self, source: str, batch: Sequence[PlantTextValue]) -> None:
+        # The OPC UA reader reads every node's display name on connect (plant text).
+        self._acq.texts(source, batch)
 
     def link(self, source: str, state: LinkState, detail: str | None) -> None:
         if state is LinkState.DISCONNECTED:

@@ -88,6 +88,12 @@ def summarize(cfg: GatewayConfig, shown: str) -> str:
     lines.extend(
         textwrap.wrap(names, width=100, initial_indent="signals     ", subsequent_indent=" " * 12)
     )
+    for i, (name, text) in enumerate(cfg.text.items()):
+        head = "plant text" if i == 0 else ""
+        lines.append(
+            f"{head:<12}{name:<14}{text.source} {text.node}, up to {text.max_chars} chars "
+            f"every {_num(text.poll_interval_s)} s (untrusted: shown, never acted on)"
+        )
     for i, (tag, w) in enumerate(cfg.writable.items()):
         unit = cfg.signal[w.signal].unit
         head = "writable" if i == 0 else ""

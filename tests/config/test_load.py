@@ -446,3 +446,13 @@ def test_summary_shows_the_detector() -> None:
     off = summarize(parse_config(DETECT + "enabled = false\n", "t.toml"), "t.toml")
     assert "detect      OFF (enabled = false); model m.onnx" in off
     assert "detect      none: no anomaly alerts" in summarize(parse_config(BASE, "t.toml"), "t")
+
+
+def test_summary_lists_the_plant_text_as_untrusted() -> None:
+    from gateway.config.summary import summarize
+    from tests.support import skid_config
+
+    lines = summarize(skid_config(4840, 5020), "skid.toml").splitlines()
+    texts = [line for line in lines if "untrusted" in line]
+    assert texts[0].startswith("plant text  operator_note plc s=Skid.OperatorNote, up to 200")
+    assert texts[1].startswith("            alarm_message plc s=Skid.AlarmMessage")
