@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from gateway.api.auth import add_token
@@ -268,6 +268,14 @@ def _demo_tokens(cfg: GatewayConfig, state: Path) -> dict[str, Path]:
     return out
 
 
+_ALERT_KINDS: Final = {
+    "alert": "anomaly",
+    "twin_alert": "twin divergence",
+    "forecast_alert": "forecast",
+}
+"""Audit kinds of alerts, and what the summary calls them."""
+
+
 @dataclass
 class Tally:
     """What the summary reports, gathered as the audit records go by."""
@@ -276,6 +284,7 @@ class Tally:
     outcomes: dict[str, str] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)
     agent: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[str] = field(default_factory=Counter)
     trips: int = 0
     tripped: bool = False
 
@@ -297,6 +306,8 @@ class Tally:
             self.outcomes[pid] = record.kind
         elif record.kind.startswith("agent_"):
             self.agent[record.kind.removeprefix("agent_")] += 1
+        elif record.kind in _ALERT_KINDS and p.get("kind") == "raised":
+            self.alerts[_ALERT_KINDS[record.kind]] += 1
 
 
 async def run_demo(
@@ -409,6 +420,10 @@ def _summary(tally: Tally, state: Path, write_log: Path) -> None:
             "why the gate said no: "
             + ", ".join(f"{c} x{n}" for c, n in tally.reasons.most_common())
         )
+    print(
+        "alerts raised: "
+        + (", ".join(f"{k} x{n}" for k, n in sorted(tally.alerts.items())) or "none")
+    )
     if tally.agent:
         print("agent: " + ", ".join(f"{k} x{n}" for k, n in sorted(tally.agent.items())))
     refused = len(writes) - len(accepted)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.daemon import Daemon
-from gateway.demo import describe
+from gateway.demo import Tally, describe
 from gateway.detect.alerts import AlertPolicy
 from gateway.store.ports import AuditRecord
 from gateway.twin.fidelity import FidelityReport
@@ -72,3 +72,19 @@ def test_the_demo_feed_prints_raised_and_updated_twin_alerts_only() -> None:
 
 def test_alert_policy_label_names_the_alert_in_its_messages() -> None:
     assert AlertPolicy().label == "anomaly"
+
+
+def test_the_demo_summary_counts_raised_alerts_by_kind() -> None:
+    tally = Tally()
+    for seq, (kind, event) in enumerate(
+        [
+            ("twin_alert", "raised"),
+            ("twin_alert", "updated"),
+            ("alert", "raised"),
+            ("forecast_alert", "cleared"),
+            ("twin_alert", "raised"),
+        ]
+    ):
+        payload = {"kind": event, "alert_id": f"x-{seq}"}
+        tally.see(AuditRecord(seq, 0.0, kind, None, payload, "0" * 64, "0" * 64))
+    assert tally.alerts == {"twin divergence": 2, "anomaly": 1}
