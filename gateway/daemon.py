@@ -356,11 +356,7 @@ class Daemon:
             for event in events:
                 await self._audit_event(audit, "forecast_alert", event.to_record())
                 log.warning("forecast_alert", **event.to_record())
-            for alert in self.twin_alerts.observe(tick.t, tick.fidelity, tick.drift):
-                # Audit first: a logged alert is a recorded one.
-                await self._audit_event(audit, "twin_alert", alert.to_record())
-                emit = log.info if alert.kind == "cleared" else log.warning
-                emit("twin_alert", **alert.to_record())
+            await self._twin_alerts(audit, tick)
             if began >= next_sample:
                 next_sample = began + FIDELITY_SAMPLE_EVERY_S
                 await self._store_fidelity(historian, tick)
@@ -368,6 +364,19 @@ class Daemon:
                 next_save = began + TWIN_SAVE_EVERY_S
                 await self._save_twin_state(now)
             await asyncio.sleep(max(0.05, 1.0 - (time.monotonic() - began)))
+
+    async def _twin_alerts(self, audit: SqliteAuditTrail, tick: TwinTick) -> None:
+        try:
+            alerts = self.twin_alerts.observe(tick.t, tick.fidelity, tick.drift)
+        except ValueError as err:
+            # A bug here must cost the divergence alert, not the twin (or the daemon).
+            log.error("twin_alert_failed", error=str(err))
+            return
+        for alert in alerts:
+            # Audit first: a logged alert is a recorded one.
+            await self._audit_event(audit, "twin_alert", alert.to_record())
+            emit = log.info if alert.kind == "cleared" else log.warning
+            emit("twin_alert", **alert.to_record())
 
     def _predictive_events(self, tick: TwinTick) -> list[PredictiveEvent]:
         # The wall clock may step back (NTP); the alert clock holds until it catches up.

@@ -151,15 +151,20 @@ RULES: Final[tuple[SignatureRule, ...]] = (
 )
 
 
+MISFIT_PREFIX: Final = "twin_misfit_"
+"""Feature name prefix of an output the twin predicts badly (gateway.detect.twin_alerts)."""
+DRIFT_PREFIX: Final = "twin_drift_"
+"""Feature name prefix of an estimated parameter's drift (gateway.detect.twin_alerts)."""
+
+
 def _misfit(output: str, meaning: str, z_min: float | None = None) -> Evidence:
-    # Names as built by gateway.detect.twin_alerts.twin_score.
-    return Evidence(f"twin_misfit_{output}", 1, meaning, z_min)
+    return Evidence(MISFIT_PREFIX + output, 1, meaning, z_min)
 
 
 def _drift(
     parameter: str, direction: Direction, meaning: str, z_min: float | None = None
 ) -> Evidence:
-    return Evidence(f"twin_drift_{parameter}", direction, meaning, z_min)
+    return Evidence(DRIFT_PREFIX + parameter, direction, meaning, z_min)
 
 
 _HEAD_FELL: Final = _drift(

@@ -37,11 +37,15 @@ from typing import Final
 
 from gateway.detect.alerts import AlertEvent, AlertManager, AlertPolicy
 from gateway.detect.score import AnomalyScore
-from gateway.detect.signatures import TWIN_RULES, Z_MIN, SignatureRule, diagnose
+from gateway.detect.signatures import (
+    DRIFT_PREFIX,
+    MISFIT_PREFIX,
+    TWIN_RULES,
+    Z_MIN,
+    SignatureRule,
+    diagnose,
+)
 from gateway.twin.fidelity import FidelityReport
-
-MISFIT_PREFIX: Final = "twin_misfit_"
-DRIFT_PREFIX: Final = "twin_drift_"
 
 CLEAR_MARGIN: Final = 0.05
 """The alert clears once the fidelity is this far above its threshold (for
@@ -80,15 +84,19 @@ def twin_score(
     """The fidelity report and the parameter drift as an anomaly score; None when the
     fidelity is unknown.
 
+    The clear threshold is the score of ``threshold + clear_margin``, or of halfway
+    between the threshold and 1 when the margin would reach 1 (a threshold of 0.97 is a
+    valid setting; the alert must still be able to clear).
+
     Raises:
-        ValueError: The report's threshold is not in (0, 1), or the clear margin does not
-            leave a clear threshold below 1.
+        ValueError: The report's threshold is not in (0, 1), or the clear margin is
+            negative or not finite.
     """
     if not 0.0 < report.threshold < 1.0:
         raise ValueError(f"fidelity threshold must be in (0, 1), got {report.threshold}")
-    clear_at = report.threshold + clear_margin
-    if not (clear_margin >= 0.0 and clear_at < 1.0):
-        raise ValueError(f"clear margin {clear_margin} must be >= 0 and keep it below 1")
+    if not (math.isfinite(clear_margin) and clear_margin >= 0.0):
+        raise ValueError(f"clear margin must be finite and >= 0, got {clear_margin}")
+    clear_at = min(report.threshold + clear_margin, (1.0 + report.threshold) / 2.0)
     if report.score is None:
         return None
     threshold = _misfit_score(report.threshold)

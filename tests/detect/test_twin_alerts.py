@@ -87,10 +87,25 @@ def test_drift_is_passed_in_declared_std_and_non_finite_drift_is_left_out() -> N
     )
 
 
-@pytest.mark.parametrize(("threshold", "margin"), [(0.0, 0.05), (1.0, 0.05), (0.97, 0.05)])
+@pytest.mark.parametrize(
+    ("threshold", "margin"), [(0.0, 0.05), (1.0, 0.05), (0.8, -0.01), (0.8, math.inf)]
+)
 def test_unusable_thresholds_are_refused(threshold: float, margin: float) -> None:
     with pytest.raises(ValueError, match=r"threshold|margin"):
         twin_score(report({"tank_level": 0.9}, threshold), {}, clear_margin=margin)
+
+
+def test_a_threshold_close_to_one_still_clears() -> None:
+    """Threshold 0.97 (valid in the config) + margin 0.05 would need fidelity 1.02 to
+    clear; the clear point is then halfway to 1 (0.985)."""
+    score = twin_score(report({"tank_level": 0.99}, 0.97), {})
+    assert score is not None
+    assert score.clear_threshold == pytest.approx(1 / 0.985 - 1)
+    alerts = TwinAlerts()
+    low, good = report({"tank_level": 0.9}, 0.97), report({"tank_level": 0.99}, 0.97)
+    kinds = [e.kind for t in range(10) for e in alerts.observe(float(t), low, {})]
+    kinds += [e.kind for t in range(10, 70) for e in alerts.observe(float(t), good, {})]
+    assert kinds == ["raised", "cleared"]
 
 
 def test_ten_seconds_below_raises_one_alert_that_clears_only_clearly_above() -> None:
