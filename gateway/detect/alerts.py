@@ -155,8 +155,7 @@ def _describe(
 ) -> str:
     lead = signature[0] if signature else None
     if lead is None or lead.fault == UNKNOWN:
-        # Evidence lines of an unknown cause start with the feature that drives the score.
-        drivers = [line.split(" ")[0] for line in (lead.evidence if lead else ()) if " z=" in line]
+        drivers = lead.features if lead else ()
         what = "cause unknown" + (f" (most off: {', '.join(drivers)})" if drivers else "")
     else:
         what = f"likely {lead.fault} ({lead.confidence:.0%} of the score)"

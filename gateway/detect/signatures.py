@@ -65,11 +65,14 @@ class Hypothesis:
         fault: Fault name, or "unknown".
         confidence: Share of the anomaly score the evidence explains, 0..1.
         evidence: Human-readable lines: feature, value, and what it means.
+        features: The features those lines are about, in the same order (for messages
+            that name them without re-reading the lines).
     """
 
     fault: str
     confidence: float
     evidence: tuple[str, ...]
+    features: tuple[str, ...] = ()
 
 
 UNKNOWN: Final = "unknown"
@@ -246,18 +249,22 @@ def diagnose(
         share = sum(max(score.contributions.get(ev.feature, 0.0), 0.0) for ev in used) / total
         found.append(
             Hypothesis(
-                rule.fault, round(min(share, 1.0), 3), tuple(_line(ev, score) for ev in used)
+                rule.fault,
+                round(min(share, 1.0), 3),
+                tuple(_line(ev, score) for ev in used),
+                tuple(ev.feature for ev in used),
             )
         )
     if found:
         found.sort(key=lambda h: -h.confidence)
         return tuple(found[:top])
-    drivers = sorted(dev, key=lambda n: -abs(dev[n]))[:top]
+    drivers = [n for n in sorted(dev, key=lambda n: -abs(dev[n]))[:top] if abs(dev[n]) >= z_min]
     return (
         Hypothesis(
             UNKNOWN,
             0.0,
-            tuple(f"{n} z={dev[n]:+.1f}" for n in drivers if abs(dev[n]) >= z_min)
+            tuple(f"{n} z={dev[n]:+.1f}" for n in drivers)
             or ("no single feature deviates strongly",),
+            tuple(drivers),
         ),
     )
